@@ -37,19 +37,23 @@ class CheckpointError(ValueError):
 
 def _read_torch(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            reason = str(err).split("\n")[0][:300]
-            raise CheckpointError(
-                f"{path}: refused to load: this pickle needs code execution, and checkpoints are only "
-                f"loaded with weights_only=True ({reason}). Convert it to .safetensors in an environment you "
-                "trust, or use the official file."
-            ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    except RuntimeError as err:
-        if "mmap" in str(err):  # files from torch < 1.6 (legacy format) cannot be memory-mapped
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            # files from torch < 1.6 (legacy format) cannot be memory-mapped
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = str(err).split("WeightsUnpickler error:")[-1].strip().split("\n")[0][:240]
+        if "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path}: refused to load: this pickle needs code execution, and checkpoints are only loaded "
+                f"with weights_only=True ({detail}). Use the official file, or convert it to .safetensors in an "
+                "environment you trust."
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
 
 

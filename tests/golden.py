@@ -8,19 +8,13 @@ import json
 import math
 import zlib
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from conftest import SHARED, requires_shared  # noqa: F401 (re-exported for the test modules)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 FORWARD = REFERENCE / "forward"
-
-requires_shared = pytest.mark.skipif(
-    not FORWARD.is_dir(), reason=f"{SHARED} not found: the golden fixtures live there (CI has it)"
-)
 
 
 def rule_weight(key: str, shape: list[int], dim: int) -> np.ndarray:
