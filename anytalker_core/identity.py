@@ -33,6 +33,9 @@ Box = tuple[int, int, int, int]  # token-grid rows r0:r1, cols c0:c1
 class Identities:
     """Per-forward identity context, identities stacked first (N identities, batch B).
 
+    Identities are projected together (one batched MLP call each) but attended one by one, each only
+    inside its own box, so the attention's memory does not grow with the number of people.
+
     faces: [N, B, 257, dim] face tokens (``audio_ref_emb`` of the face features).
     audio: af: [N, B, F*32, dim] audio tokens, (frame, token) order;
            legacy: [N, B, T, 32, audio_token_dim] audio tokens per latent frame.
@@ -165,35 +168,31 @@ def add_masked(
 
 def af_identity_attention(
     q: torch.Tensor,
-    acc: torch.Tensor,
     face_k: torch.Tensor,
     face_v: torch.Tensor,
     audio_k: torch.Tensor,
     audio_v: torch.Tensor,
-    identities: Identities,
+    box: Box,
     grid: tuple[int, int, int],
     heads: int,
     tokens_per_frame: int,
     attention: Callable[..., torch.Tensor],
-) -> None:
-    """Add sum_i mask_i * attention(q, [face_i, audio_i visible to the frame]) to acc, in place.
+) -> torch.Tensor:
+    """One identity's audio+face attention for the queries inside its box (``af``).
 
-    q, acc: [B, T*h*w, D]; face_k/v: [N, B, 257, D]; audio_k/v: [N, B, F*32, D] with F = 4(T-1)+1.
+    q: [B, T*h*w, D]; face_k/v: [B, 257, D]; audio_k/v: [B, F*32, D] with F = 4(T-1)+1.
+    Returns [B, T, rows*cols, D] (not yet masked).
     """
     t = grid[0]
     b, d = q.shape[0], q.shape[-1]
-    for i, box in enumerate(identities.boxes):
-        if box is None:
-            continue
-        qi = crop_queries(q, grid, box)  # [B, T, S, D]
-        # latent frame 0 sees every video frame's audio
-        parts = [frame_blocked_attention(qi[:, :1], face_k[i], face_v[i], audio_k[i][:, None], audio_v[i][:, None],
-                                         heads, attention)]
-        if t > 1:  # latent frame j >= 1 sees video frames 4(j-1)+1 .. 4j
-            later_k = audio_k[i][:, tokens_per_frame:].reshape(b, t - 1, -1, d)
-            later_v = audio_v[i][:, tokens_per_frame:].reshape(b, t - 1, -1, d)
-            parts.append(frame_blocked_attention(qi[:, 1:], face_k[i], face_v[i], later_k, later_v, heads, attention))
-        add_masked(acc, torch.cat(parts, dim=1), identities.masks[i], grid, box)
+    q = crop_queries(q, grid, box)  # [B, T, S, D]
+    # latent frame 0 sees every video frame's audio
+    parts = [frame_blocked_attention(q[:, :1], face_k, face_v, audio_k[:, None], audio_v[:, None], heads, attention)]
+    if t > 1:  # latent frame j >= 1 sees video frames 4(j-1)+1 .. 4j
+        later_k = audio_k[:, tokens_per_frame:].reshape(b, t - 1, -1, d)
+        later_v = audio_v[:, tokens_per_frame:].reshape(b, t - 1, -1, d)
+        parts.append(frame_blocked_attention(q[:, 1:], face_k, face_v, later_k, later_v, heads, attention))
+    return torch.cat(parts, dim=1)
 
 
 class LegacyAudioAttention(nn.Module):
@@ -213,23 +212,21 @@ class LegacyAudioAttention(nn.Module):
         self.k_face = ops.Linear(cfg.dim, cfg.dim, **kw)
         self.v_face = ops.Linear(cfg.dim, cfg.dim, **kw)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        identities: Identities,
-        grid: tuple[int, int, int],
-        attention: Callable[..., torch.Tensor],
-    ) -> torch.Tensor:
-        """x: [B, T*h*w, D] (already normed) -> [B, T*h*w, D]."""
-        q = self.q_linear(x)
-        audio_k, audio_v = self.kv_linear(identities.audio).chunk(2, dim=-1)  # [N, B, T, 32, D] each
-        face_k, face_v = self.k_face(identities.faces), self.v_face(identities.faces)  # [N, B, 257, D]
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D] (norm_x of the stream) -> queries [B, L, D]."""
+        return self.q_linear(x)
+
+    def forward(self, q: torch.Tensor, ctx) -> torch.Tensor:
+        """q: [B, T*h*w, D] from ``query``; ctx: the model's per-forward context -> [B, T*h*w, D]."""
+        ids, grid = ctx.identities, ctx.grid
         acc = torch.zeros_like(q)
-        for i, box in enumerate(identities.boxes):
+        for face, audio, mask, box in zip(ids.faces, ids.audio, ids.masks, ids.boxes):
             if box is None:
                 continue
-            out = frame_blocked_attention(
-                crop_queries(q, grid, box), face_k[i], face_v[i], audio_k[i], audio_v[i], self.heads, attention
+            audio_k, audio_v = self.kv_linear(audio).chunk(2, dim=-1)  # [B, T, 32, D] each
+            routed = frame_blocked_attention(
+                crop_queries(q, grid, box), self.k_face(face), self.v_face(face), audio_k, audio_v, self.heads,
+                ctx.attention,
             )
-            add_masked(acc, out, identities.masks[i], grid, box)
+            add_masked(acc, routed, mask, grid, box)
         return self.proj(acc)

@@ -27,8 +27,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., dim] -> [..., dim] in x's dtype."""
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return xf.type_as(x) * self.weight.to(x.dtype)
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x)
+        return normed.mul_(self.weight.to(x.dtype))
 
 
 class MLPProj(nn.Module):
@@ -53,9 +53,12 @@ class MLPProj(nn.Module):
         return self.proj(features)
 
 
-def layer_norm_fp32(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm without affine parameters, computed in float32 (Wan's norm1/norm2/head norm)."""
-    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """LN(x) * (1 + scale) + shift in float32, LN without affine (Wan's norm1/norm2/head norm).
+
+    x: [B, L, D]; shift, scale: [B, 1, D]. Returns a new [B, L, D] float32 tensor.
+    """
+    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps).mul_(1 + scale).add_(shift)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,11 +76,11 @@ def _rope_angles(positions: int, channels: int, device) -> torch.Tensor:
     return torch.outer(torch.arange(positions, device=device), inv)
 
 
-def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary tables for a (T, h, w) token grid, tokens in (t, h, w) row-major order.
+def rope_freqs(grid: tuple[int, int, int], head_dim: int, device) -> torch.Tensor:
+    """Rotary rotations for a (T, h, w) token grid, tokens in (t, h, w) row-major order.
 
     The head dim is split into temporal d - 4*(d//6), height 2*(d//6) and width 2*(d//6) channels.
-    Returns cos, sin: [T*h*w, 1, head_dim/2] float32.
+    Returns complex64 [T*h*w, 1, head_dim/2].
     """
     t, h, w = grid
     sixth = head_dim // 6
@@ -91,13 +94,10 @@ def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, device) -> tuple[tor
         ],
         dim=-1,
     ).reshape(t * h * w, 1, -1)
-    return torch.cos(angles), torch.sin(angles)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of x [B, L, heads, d] by the tables [L, 1, d/2]; float32 math."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
-
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of x [B, L, heads, d] by freqs [L, 1, d/2] (complex, float32 math)."""
+    rotated = torch.view_as_complex(x.float().unflatten(-1, (-1, 2))) * freqs
+    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)

@@ -10,11 +10,13 @@ linear layers and attention run in the model's compute dtype (``self.dtype``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .attention import DEFAULT_ATTENTION
 from .config import AnyTalkerConfig
@@ -23,11 +25,12 @@ from .identity import (
     Identities,
     LegacyAudioAttention,
     LegacyAudioProjection,
+    add_masked,
     af_identity_attention,
     mask_boxes,
 )
 from .inputs import check_inputs
-from .layers import MLPProj, Operations, RMSNorm, apply_rope, layer_norm_fp32, rope_cos_sin, sinusoidal_embedding
+from .layers import MLPProj, Operations, RMSNorm, apply_rope, modulate, rope_freqs, sinusoidal_embedding
 
 __all__ = ["AnyTalkerDiT"]
 
@@ -37,10 +40,11 @@ class Context:
     """What every block reads besides the video tokens (computed once per forward)."""
 
     text: torch.Tensor  # [B, Lt, D] text tokens (legacy: the 257 image tokens, then the text)
+    text_bias: torch.Tensor | None  # [1, Lt] additive attention bias counting the merged padding rows
     clip: torch.Tensor  # [B, 257, D] image tokens
     identities: Identities | None
     grid: tuple[int, int, int]  # (T, h, w) token grid
-    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [L, 1, head_dim/2]
+    rope: torch.Tensor  # complex rotations [L, 1, head_dim/2]
     attention: Callable[..., torch.Tensor]
     dtype: torch.dtype  # compute dtype of linear layers and attention
 
@@ -52,6 +56,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.heads = cfg.num_heads
+        self.eps = cfg.eps
         self.q = ops.Linear(cfg.dim, cfg.dim, **kw)
         self.k = ops.Linear(cfg.dim, cfg.dim, **kw)
         self.v = ops.Linear(cfg.dim, cfg.dim, **kw)
@@ -59,13 +64,16 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps, **kw)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps, **kw)
 
-    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """x: [B, L, D] -> [B, L, D]."""
+    def forward(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Attention over LN(x) * (1 + scale) + shift. x: [B, L, D] float32; shift, scale: [B, 1, D]."""
         b, seq, d = x.shape
-        cos, sin = ctx.rope
-        q = apply_rope(self.norm_q(self.q(x)).view(b, seq, self.heads, -1), cos, sin)
-        k = apply_rope(self.norm_k(self.k(x)).view(b, seq, self.heads, -1), cos, sin)
-        out = ctx.attention(q.view(b, seq, d), k.view(b, seq, d), self.v(x), self.heads)
+        h = modulate(x, shift, scale, self.eps).to(ctx.dtype)
+        q = apply_rope(self.norm_q(self.q(h)).view(b, seq, self.heads, -1), ctx.rope)
+        k = apply_rope(self.norm_k(self.k(h)).view(b, seq, self.heads, -1), ctx.rope)
+        v = self.v(h)
+        del h  # free the modulated input before the attention's own buffers
+        out = ctx.attention(q.view(b, seq, d), k.view(b, seq, d), v, self.heads)
+        del q, k, v
         return self.o(out)
 
 
@@ -96,34 +104,33 @@ class CrossAttention(nn.Module):
             self.v_face = ops.Linear(dim, dim, **kw)
             self.norm_k_face = RMSNorm(dim, eps, **kw)
 
-    def forward(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """x: [B, L, D] (already normed) -> [B, L, D]."""
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D] (LN3 of the stream) -> the shared, RMS-normed queries [B, L, D]."""
+        return self.norm_q(self.q(x))
+
+    def forward(self, q: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """q: [B, L, D] from ``query`` -> [B, L, D]."""
         attention = ctx.attention
-        q = self.norm_q(self.q(x))
-        out = attention(q, self.norm_k(self.k(ctx.text)), self.v(ctx.text), self.heads)
-        out = out + attention(q, self.norm_k_img(self.k_img(ctx.clip)), self.v_img(ctx.clip), self.heads)
+        out = attention(q, self.norm_k(self.k(ctx.text)), self.v(ctx.text), self.heads, mask=ctx.text_bias)
+        out.add_(attention(q, self.norm_k_img(self.k_img(ctx.clip)), self.v_img(ctx.clip), self.heads))
         ids = ctx.identities
-        if self.identity_aware and ids is not None and len(ids):
-            af_identity_attention(
-                q,
-                out,
-                self.norm_k_face(self.k_face(ids.faces)),
-                self.v_face(ids.faces),
-                self.norm_k_audio(self.k_audio(ids.audio)),
-                self.v_audio(ids.audio),
-                ids,
-                ctx.grid,
-                self.heads,
-                self.audio_tokens,
-                attention,
-            )
+        if self.identity_aware and ids is not None:
+            for face, audio, mask, box in zip(ids.faces, ids.audio, ids.masks, ids.boxes):
+                if box is None:  # nobody to drive: the reference adds exact zeros
+                    continue
+                face_k, face_v = self.norm_k_face(self.k_face(face)), self.v_face(face)
+                audio_k, audio_v = self.norm_k_audio(self.k_audio(audio)), self.v_audio(audio)
+                routed = af_identity_attention(
+                    q, face_k, face_v, audio_k, audio_v, box, ctx.grid, self.heads, self.audio_tokens, attention
+                )
+                add_masked(out, routed, mask, ctx.grid, box)
         return self.o(out)
 
 
 class Block(nn.Module):
     """One Wan block: modulated self-attention, cross-attention, (legacy: audio attention), FFN."""
 
-    ffn_chunk = 1024  # tokens per FFN chunk: bounds the [chunk, ffn_dim] activation
+    ffn_chunk = 512  # tokens per FFN chunk: bounds the [chunk, ffn_dim] activation
 
     def __init__(self, cfg: AnyTalkerConfig, ops: Operations, device=None, dtype=None):
         super().__init__()
@@ -141,20 +148,21 @@ class Block(nn.Module):
             self.norm_x = ops.LayerNorm(cfg.dim, eps=cfg.eps, **kw)
 
     def forward(self, x: torch.Tensor, e0: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """x: [B, L, D] float32 residual stream; e0: [B, 6, D] float32 timestep modulation."""
+        """x: [B, L, D] float32 residual stream, updated in place; e0: [B, 6, D] float32 modulation."""
         dtype = ctx.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
         # 1. self-attention
-        h = layer_norm_fp32(x, self.eps) * (1 + scale1) + shift1
-        x = x + self.self_attn(h.to(dtype), ctx).float() * gate1
-        # 2. cross-attention to text, picture and identities
-        x = x + self.cross_attn(self.norm3(x.to(dtype)), ctx).float()
-        if ctx.identities is not None and len(ctx.identities) and hasattr(self, "audio_cross_attn"):
-            x = x + self.audio_cross_attn(self.norm_x(x.to(dtype)), ctx.identities, ctx.grid, ctx.attention).float()
-        # 3. feed-forward, in token chunks to bound its activation memory
-        h = (layer_norm_fp32(x, self.eps) * (1 + scale2) + shift2).to(dtype)
-        y = torch.cat([self.ffn(chunk) for chunk in h.split(self.ffn_chunk, dim=1)], dim=1)
-        return x + y.float() * gate2
+        x.addcmul_(self.self_attn(x, shift1, scale1, ctx), gate1)
+        # 2. cross-attention to text, picture and (af) identities
+        x.add_(self.cross_attn(self.cross_attn.query(self.norm3(x.to(dtype))), ctx))
+        if ctx.identities is not None and hasattr(self, "audio_cross_attn"):  # legacy: identities after
+            x.add_(self.audio_cross_attn(self.audio_cross_attn.query(self.norm_x(x.to(dtype))), ctx))
+        # 3. feed-forward, in token chunks so its [chunk, ffn_dim] activation stays small
+        h = modulate(x, shift2, scale2, self.eps).to(dtype)
+        for start in range(0, x.shape[1], self.ffn_chunk):
+            part = slice(start, start + self.ffn_chunk)
+            x[:, part].addcmul_(self.ffn(h[:, part]), gate2)
+        return x
 
 
 class Head(nn.Module):
@@ -171,7 +179,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """x: [B, L, D] float32; e: [B, D] float32 -> [B, L, out_dim * prod(patch)] float32."""
         shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
-        return self.head((layer_norm_fp32(x, self.eps) * (1 + scale) + shift).to(dtype)).float()
+        return self.head(modulate(x, shift, scale, self.eps).to(dtype)).float()
 
 
 class AnyTalkerDiT(nn.Module):
@@ -223,9 +231,9 @@ class AnyTalkerDiT(nn.Module):
         text: torch.Tensor,
         clip: torch.Tensor,
         y: torch.Tensor,
-        audio: Sequence[torch.Tensor] = (),
-        faces: Sequence[torch.Tensor] = (),
-        masks: Sequence[torch.Tensor] = (),
+        audio: Sequence[torch.Tensor] | None = None,
+        faces: Sequence[torch.Tensor] | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity.
 
@@ -234,6 +242,7 @@ class AnyTalkerDiT(nn.Module):
         audio[i]: [B, F, 5, 12, 768] with F = 4(T-1)+1; faces[i]: [B, 257, 1280]; masks[i]: [B, T, H/2, W/2].
         Returns [B, 16, T, H, W] float32.
         """
+        audio, faces, masks = ([] if v is None else list(v) for v in (audio, faces, masks))
         t = check_inputs(self.config, x, t, text, clip, y, audio, faces, masks)
         cfg, dtype = self.config, self.dtype
         b = x.shape[0]
@@ -241,24 +250,25 @@ class AnyTalkerDiT(nn.Module):
         # 1. patch embedding: [B, 36, T, H, W] -> [B, L, D] tokens in (t, h, w) order
         tokens = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))
         grid = tuple(tokens.shape[2:])
-        tokens = tokens.flatten(2).transpose(1, 2).float()
+        tokens = tokens.flatten(2).transpose(1, 2).float().contiguous()
 
         # 2. timestep embedding
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(dtype)).float()
         e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, cfg.dim))
 
-        # 3. context: text (zero-padded to text_len before the MLP), picture, identities
-        text = torch.cat([text, text.new_zeros(b, cfg.text_len - text.shape[1], text.shape[2])], dim=1)
-        text_tokens = self.text_embedding(text.to(dtype))
+        # 3. context: text, picture, identities
+        text_tokens, text_bias = self._text_tokens(text)
         clip_tokens = self.img_emb(clip.to(dtype))
         if cfg.variant == "legacy":  # the 14B model's text attention also sees the picture tokens first
             text_tokens = torch.cat([clip_tokens, text_tokens], dim=1)
+            text_bias = None if text_bias is None else F.pad(text_bias, (clip_tokens.shape[1], 0))
         ctx = Context(
             text=text_tokens,
+            text_bias=text_bias,
             clip=clip_tokens,
-            identities=self._identities(audio, faces, masks, grid) if len(audio) else None,
+            identities=self._identities(audio, faces, masks, tokens.device) if audio else None,
             grid=grid,
-            rope=rope_cos_sin(grid, cfg.head_dim, tokens.device),
+            rope=rope_freqs(grid, cfg.head_dim, tokens.device),
             attention=self.attention,
             dtype=dtype,
         )
@@ -274,15 +284,32 @@ class AnyTalkerDiT(nn.Module):
         out = out.view(b, t_, h, w, pt, ph, pw, cfg.out_dim)
         return torch.einsum("bthwpqrc->bctphqwr", out).reshape(b, cfg.out_dim, t_ * pt, h * ph, w * pw)
 
-    def _identities(self, audio, faces, masks, grid) -> Identities:
+    def _text_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text rows [B, L, text_dim] -> tokens [B, L', D] and an additive attention bias [1, L'] (or None).
+
+        The model zero-pads the text to text_len rows before its MLP and attends all of them, so the
+        n = text_len - L padding rows become n identical keys and values. They are computed once: one
+        padding row whose attention logit gets + log(n), which is the same softmax (n e^s = e^(s + log n)).
+        """
+        padding = self.config.text_len - text.shape[1]
+        if padding:
+            text = torch.cat([text, text.new_zeros(text.shape[0], 1, text.shape[2])], dim=1)
+        tokens = self.text_embedding(text.to(self.dtype))
+        if padding <= 1:
+            return tokens, None
+        bias = torch.zeros(1, tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
+        bias[0, -1] = math.log(padding)
+        return tokens, bias
+
+    def _identities(self, audio, faces, masks, device) -> Identities:
         """Project every identity's audio and face once per forward; identities stacked first."""
-        dtype = self.dtype
-        audio = torch.stack(list(audio)).to(dtype)  # [N, B, F, 5, 12, 768]
+        kw = dict(device=device, dtype=self.dtype)
+        audio = torch.stack(audio).to(**kw)  # [N, B, F, 5, 12, 768]
         n, b = audio.shape[:2]
         if self.config.variant == "af":
             audio_tokens = self.audio_emb(audio.flatten(0, 1)).unflatten(0, (n, b))  # [N, B, F*32, D]
         else:
             audio_tokens = self.audio_proj(audio.flatten(0, 1)).unflatten(0, (n, b))  # [N, B, T, 32, 768]
-        face_tokens = self.audio_ref_emb(torch.stack(list(faces)).to(dtype))  # [N, B, 257, D]
-        mask_grid = torch.stack(list(masks)).to(face_tokens.device)  # [N, B, T, h, w]
+        face_tokens = self.audio_ref_emb(torch.stack(faces).to(**kw))  # [N, B, 257, D]
+        mask_grid = torch.stack(masks).to(device)  # [N, B, T, h, w]
         return Identities(faces=face_tokens, audio=audio_tokens, masks=mask_grid, boxes=mask_boxes(mask_grid))

@@ -146,3 +146,14 @@ def test_bad_inputs_say_which_and_what_shape(change, message):
     with pytest.raises(ValueError) as err:
         run(model, inputs)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("tokens", [1, 5, 7])
+def test_merged_text_padding_equals_attending_every_padding_row(variant, tokens):
+    """Short prompts are zero-padded to text_len; the merged padding row gives the same numbers."""
+    model = micro_model(variant)
+    inputs = micro_inputs(model.config)
+    inputs["text"] = inputs["text"][:, :tokens]
+    padded = torch.cat([inputs["text"], torch.zeros(1, model.config.text_len - tokens, model.config.text_dim)], 1)
+    assert (run(model, inputs) - run(model, dict(inputs, text=padded))).abs().max() < 1e-5
