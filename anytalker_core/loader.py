@@ -259,6 +259,8 @@ def load_dit(
     on ``device``, so a large file is never held twice. ``model_kwargs`` go to ``AnyTalkerDiT``
     (``operations``, ``attention``).
     """
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype {dtype} is not supported; use torch.float32, torch.bfloat16 or torch.float16")
     state, name = read_state_dict(source)
     if config is None and not isinstance(source, Mapping) and Path(source).is_dir():
         folder_config = Path(source) / "config.json"

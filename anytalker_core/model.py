@@ -5,7 +5,7 @@ Parameter names follow the original Wan layout (``blocks.N.self_attn.q.weight``,
 checkpoints and Wan LoRAs map onto it unchanged.
 
 Precision: the residual stream, the timestep modulation, norms and rotary embeddings are float32;
-linear layers and attention run in the model's compute dtype (``self.dtype``).
+linear layers and attention run in the model's compute dtype (``compute_dtype``, else the weights' dtype).
 """
 
 from __future__ import annotations
@@ -188,7 +188,9 @@ class AnyTalkerDiT(nn.Module):
     ``operations``: namespace of Linear/LayerNorm/Conv3d classes (default ``torch.nn``).
     ``attention``: the attention function (``anytalker_core.attention.sdpa_attention`` signature);
     replace ``model.attention`` to route every attention through a host's kernel.
-    ``dtype`` is the parameter dtype and the compute dtype of linear layers and attention.
+    ``dtype`` is the parameter dtype. Linear layers and attention compute in ``model.compute_dtype``, or,
+    when that is None (the default), in the dtype of the weights, so ``model.half()`` just works; a host
+    that stores weights in fp8 sets ``compute_dtype`` to the dtype its layers cast them to.
     """
 
     def __init__(
@@ -204,7 +206,7 @@ class AnyTalkerDiT(nn.Module):
         cfg = self.config = config
         ops = operations
         kw = dict(device=device, dtype=dtype)
-        self.dtype = dtype or torch.get_default_dtype()
+        self.compute_dtype: torch.dtype | None = None
         self.attention = attention or DEFAULT_ATTENTION
         dim = cfg.dim
 
@@ -244,7 +246,8 @@ class AnyTalkerDiT(nn.Module):
         """
         audio, faces, masks = ([] if v is None else list(v) for v in (audio, faces, masks))
         t = check_inputs(self.config, x, t, text, clip, y, audio, faces, masks)
-        cfg, dtype = self.config, self.dtype
+        cfg = self.config
+        dtype = self.compute_dtype or self.patch_embedding.weight.dtype
         b = x.shape[0]
 
         # 1. patch embedding: [B, 36, T, H, W] -> [B, L, D] tokens in (t, h, w) order
@@ -257,7 +260,7 @@ class AnyTalkerDiT(nn.Module):
         e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, cfg.dim))
 
         # 3. context: text, picture, identities
-        text_tokens, text_bias = self._text_tokens(text)
+        text_tokens, text_bias = self._text_tokens(text, dtype)
         clip_tokens = self.img_emb(clip.to(dtype))
         if cfg.variant == "legacy":  # the 14B model's text attention also sees the picture tokens first
             text_tokens = torch.cat([clip_tokens, text_tokens], dim=1)
@@ -266,7 +269,7 @@ class AnyTalkerDiT(nn.Module):
             text=text_tokens,
             text_bias=text_bias,
             clip=clip_tokens,
-            identities=self._identities(audio, faces, masks, tokens.device) if audio else None,
+            identities=self._identities(audio, faces, masks, tokens.device, dtype) if audio else None,
             grid=grid,
             rope=rope_freqs(grid, cfg.head_dim, tokens.device),
             attention=self.attention,
@@ -284,7 +287,7 @@ class AnyTalkerDiT(nn.Module):
         out = out.view(b, t_, h, w, pt, ph, pw, cfg.out_dim)
         return torch.einsum("bthwpqrc->bctphqwr", out).reshape(b, cfg.out_dim, t_ * pt, h * ph, w * pw)
 
-    def _text_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _text_tokens(self, text: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text rows [B, L, text_dim] -> tokens [B, L', D] and an additive attention bias [1, L'] (or None).
 
         The model zero-pads the text to text_len rows before its MLP and attends all of them, so the
@@ -294,16 +297,16 @@ class AnyTalkerDiT(nn.Module):
         padding = self.config.text_len - text.shape[1]
         if padding:
             text = torch.cat([text, text.new_zeros(text.shape[0], 1, text.shape[2])], dim=1)
-        tokens = self.text_embedding(text.to(self.dtype))
+        tokens = self.text_embedding(text.to(dtype))
         if padding <= 1:
             return tokens, None
         bias = torch.zeros(1, tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
         bias[0, -1] = math.log(padding)
         return tokens, bias
 
-    def _identities(self, audio, faces, masks, device) -> Identities:
+    def _identities(self, audio, faces, masks, device, dtype) -> Identities:
         """Project every identity's audio and face once per forward; identities stacked first."""
-        kw = dict(device=device, dtype=self.dtype)
+        kw = dict(device=device, dtype=dtype)
         audio = torch.stack(audio).to(**kw)  # [N, B, F, 5, 12, 768]
         n, b = audio.shape[:2]
         if self.config.variant == "af":

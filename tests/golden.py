@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
 from conftest import SHARED, requires_shared  # noqa: F401 (re-exported for the test modules)
 
 REFERENCE = SHARED / "reference"

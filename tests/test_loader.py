@@ -71,6 +71,11 @@ def test_dtype_and_device_are_applied(source):
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
 
 
+def test_unsupported_dtype_is_named():
+    with pytest.raises(ValueError, match="dtype torch.float8_e4m3fn is not supported"):
+        at.load_dit(state_of(micro_model("af")), config=micro_config("af"), dtype=torch.float8_e4m3fn)
+
+
 def test_num_heads_follows_head_dim_128():
     model = micro_model("af", dim=256, num_heads=4)
     config = {k: v for k, v in vars(model.config).items() if k not in ("num_heads", "variant")}

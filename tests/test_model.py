@@ -126,12 +126,17 @@ def test_bf16_stays_close_to_fp32(variant):
     out = run(half, inputs)
     assert out.dtype == torch.float32
     assert (out - expected).abs().max() < 0.05 * expected.abs().max()
+    # casting a built model afterwards works too: compute follows the weights
+    assert (run(model.half(), inputs) - expected).abs().max() < 0.05 * expected.abs().max()
 
 
 @pytest.mark.parametrize(
     "change,message",
     [
-        (lambda i: i.update(audio=[a[:, :-1] for a in i["audio"]]), "`audio[0]` has shape (1, 8, 5, 2, 8); expected [1, 9"),
+        (
+            lambda i: i.update(audio=[a[:, :-1] for a in i["audio"]]),
+            "`audio[0]` has shape (1, 8, 5, 2, 8); expected [1, 9",
+        ),
         (lambda i: i.update(faces=i["faces"][:1]), "identities do not pair up: 2 audio, 1 faces, 2 masks"),
         (lambda i: i.update(text=torch.zeros(1, 9, 24)), "`text` has 9 tokens; expected 1..8"),
         (lambda i: i.update(masks=[m[:, :, :, :-1] for m in i["masks"]]), "`masks[0]` has shape (1, 3, 3, 3)"),
