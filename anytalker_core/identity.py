@@ -48,9 +48,6 @@ class Identities:
     masks: torch.Tensor
     boxes: list[Box | None]
 
-    def __len__(self) -> int:
-        return len(self.boxes)
-
 
 def mask_boxes(masks: torch.Tensor) -> list[Box | None]:
     """Bounding boxes of the nonzero entries of masks [N, B, T, h, w] over batch and time."""
