@@ -94,6 +94,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
         at.load_dit(path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the deliberately broken file
 def test_unreadable_files_name_the_file(tmp_path):
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(b"not a checkpoint at all")
