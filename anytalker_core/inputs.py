@@ -13,6 +13,16 @@ def _shape(t: object) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
+def normalize_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Accept the reference's [B, 1, T, h, w] token-mask layout and boolean masks: -> float [B, T, h, w]."""
+    if isinstance(mask, torch.Tensor):
+        if mask.dim() == 5 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        if not mask.is_floating_point():
+            mask = mask.float()
+    return mask
+
+
 def check_inputs(
     cfg: AnyTalkerConfig,
     x: torch.Tensor,

@@ -29,7 +29,7 @@ from .identity import (
     af_identity_attention,
     mask_boxes,
 )
-from .inputs import check_inputs
+from .inputs import check_inputs, normalize_mask
 from .layers import MLPProj, Operations, RMSNorm, apply_rope, modulate, rope_freqs, sinusoidal_embedding
 
 __all__ = ["AnyTalkerDiT"]
@@ -241,10 +241,12 @@ class AnyTalkerDiT(nn.Module):
 
         x: [B, 16, T, H, W] noisy latent; t: [B] timesteps in [0, 1000]; text: [B, L, text_dim], L <= text_len;
         clip: [B, 257, 1280]; y: [B, 20, T, H, W] condition. Per identity i (any number):
-        audio[i]: [B, F, 5, 12, 768] with F = 4(T-1)+1; faces[i]: [B, 257, 1280]; masks[i]: [B, T, H/2, W/2].
+        audio[i]: [B, F, 5, 12, 768] with F = 4(T-1)+1; faces[i]: [B, 257, 1280]; masks[i]: [B, T, H/2, W/2]
+        (or the reference's [B, 1, T, H/2, W/2]; soft or boolean).
         Returns [B, 16, T, H, W] float32.
         """
         audio, faces, masks = ([] if v is None else list(v) for v in (audio, faces, masks))
+        masks = [normalize_mask(m) for m in masks]
         t = check_inputs(self.config, x, t, text, clip, y, audio, faces, masks)
         cfg = self.config
         dtype = self.compute_dtype or self.patch_embedding.weight.dtype

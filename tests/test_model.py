@@ -42,6 +42,14 @@ def test_cropping_to_the_face_box_changes_nothing(variant, monkeypatch):
     assert (cropped - full).abs().max() < 1e-5
 
 
+def test_reference_mask_layout_and_boolean_masks_are_accepted():
+    model = micro_model("af")
+    inputs = micro_inputs(model.config)
+    expected = run(model, inputs)
+    as_reference = [(m != 0)[:, None] for m in inputs["masks"]]  # [B, 1, T, h, w] booleans
+    assert torch.equal(run(model, dict(inputs, masks=as_reference)), expected)
+
+
 def test_af_listener_with_empty_mask_is_the_same_as_no_identity():
     model = micro_model("af")
     inputs = micro_inputs(model.config, identities=2)

@@ -9,7 +9,16 @@ import torch
 from safetensors.torch import load_file
 
 import anytalker_core as at
-from golden import FORWARD, requires_shared, rule_audio, rule_state_dict, state_dict_sha256, summary, tensor_sha256
+from golden import (
+    FORWARD,
+    REFERENCE,
+    requires_shared,
+    rule_audio,
+    rule_state_dict,
+    state_dict_sha256,
+    summary,
+    tensor_sha256,
+)
 
 pytestmark = requires_shared
 CASES = [(variant, case) for variant in ("af", "legacy") for case in ("two_ids", "one_id")]
@@ -83,3 +92,24 @@ def test_variant_and_sizes_come_from_the_weights(published_file, variant):
     assert cfg.variant == variant
     for key in ("dim", "ffn_dim", "num_layers", "in_dim", "out_dim", "text_dim", "freq_dim"):
         assert getattr(cfg, key) == reference_kwargs[key], key
+
+
+def test_guided_first_sampling_step_matches_reference(published_file):
+    """The sampling fixture's first guided prediction: cond and uncond (negative text, zeroed audio)."""
+    stored = load_file(str(REFERENCE / "sampling" / "sampling.safetensors"))
+    info = json.loads((REFERENCE / "sampling" / "sampling.json").read_text())
+    model = at.load_dit(published_file("af"), config=info["config"])
+    audio = [rule_audio(info["seed"], i, info["T"]) for i in range(info["identities"])]
+    shared = dict(
+        clip=stored["in.clip"],
+        y=stored["in.y"],
+        faces=[stored[f"in.faces.{i}"] for i in range(info["identities"])],
+        masks=[stored[f"in.masks.{i}"] for i in range(info["identities"])],
+    )
+    t = stored["timesteps"][:1]  # int64, as the reference scheduler hands it over
+    with torch.no_grad():
+        cond = model(stored["in.noise"], t, text=stored["in.text"], audio=audio, **shared)
+        uncond = model(stored["in.noise"], t, text=stored["in.negative_text"],
+                       audio=[torch.zeros_like(a) for a in audio], **shared)
+    guided = uncond + info["guidance"] * (cond - uncond)
+    assert (guided - stored["out.pred_step0"]).abs().max().item() <= 1e-4
