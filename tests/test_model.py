@@ -107,6 +107,16 @@ def test_attention_function_can_be_swapped():
     assert len(calls) == model.config.num_layers * (3 + 2 * 2)
 
 
+def test_host_attention_may_return_a_strided_tensor():
+    model = micro_model("af")
+    inputs = micro_inputs(model.config)
+    expected = run(model, inputs)
+    model.attention = lambda q, k, v, heads, mask=None: (
+        at.sdpa_attention(q, k, v, heads, mask).transpose(1, 2).contiguous().transpose(1, 2)
+    )
+    assert (run(model, inputs) - expected).abs().max() == 0
+
+
 def test_layers_are_built_through_the_operations_namespace():
     built = []
 
