@@ -8,6 +8,7 @@ from .audio import AudioEncoder, AudioError, encode_audio, load_audio, load_audi
 from .config import PRESETS, AnyTalkerConfig
 from .loader import CheckpointError, load_dit, read_state_dict
 from .model import AnyTalkerDiT
+from .speakers import Speaker, SpeakerLayout, arrange_speakers
 
 __all__ = [
     "PRESETS",
@@ -16,6 +17,9 @@ __all__ = [
     "AudioEncoder",
     "AudioError",
     "CheckpointError",
+    "Speaker",
+    "SpeakerLayout",
+    "arrange_speakers",
     "encode_audio",
     "load_audio",
     "load_audio_encoder",
