@@ -1,4 +1,4 @@
-"""AnyTalker for ComfyUI: the host-free core (model, loading, audio features; faces and sampling to come).
+"""AnyTalker for ComfyUI: the host-free core (model, loading, audio features, face routing; sampling to come).
 
 Never imports ComfyUI: the node pack in ``nodes/`` adapts this package to the host.
 """
@@ -6,8 +6,11 @@ Never imports ComfyUI: the node pack in ``nodes/`` adapts this package to the ho
 from .attention import sdpa_attention
 from .audio import AudioEncoder, AudioError, encode_audio, load_audio, load_audio_encoder
 from .config import PRESETS, AnyTalkerConfig
+from .faces import FaceError, detect_faces, find_faces
+from .identities import Routing, RoutingError, route_faces, route_from_boxes, route_from_masks
 from .loader import CheckpointError, load_dit, read_state_dict
 from .model import AnyTalkerDiT
+from .preview import preview
 from .speakers import Speaker, SpeakerLayout, arrange_speakers
 
 __all__ = [
@@ -17,13 +20,22 @@ __all__ = [
     "AudioEncoder",
     "AudioError",
     "CheckpointError",
+    "FaceError",
+    "Routing",
+    "RoutingError",
     "Speaker",
     "SpeakerLayout",
     "arrange_speakers",
+    "detect_faces",
     "encode_audio",
+    "find_faces",
     "load_audio",
     "load_audio_encoder",
     "load_dit",
+    "preview",
     "read_state_dict",
+    "route_faces",
+    "route_from_boxes",
+    "route_from_masks",
     "sdpa_attention",
 ]
