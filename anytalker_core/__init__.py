@@ -1,4 +1,4 @@
-"""AnyTalker for ComfyUI: the host-free core (model, loading, audio features, face routing; sampling to come).
+"""AnyTalker for ComfyUI: the host-free core (model, loading, audio features, face routing, sampling).
 
 Never imports ComfyUI: the node pack in ``nodes/`` adapts this package to the host.
 """
@@ -11,6 +11,7 @@ from .identities import Routing, RoutingError, route_faces, route_from_boxes, ro
 from .loader import CheckpointError, load_dit, read_state_dict
 from .model import AnyTalkerDiT
 from .preview import preview
+from .sampling import SamplingCancelled, flow_sigmas, sample
 from .speakers import Speaker, SpeakerLayout, arrange_speakers
 
 __all__ = [
@@ -23,12 +24,14 @@ __all__ = [
     "FaceError",
     "Routing",
     "RoutingError",
+    "SamplingCancelled",
     "Speaker",
     "SpeakerLayout",
     "arrange_speakers",
     "detect_faces",
     "encode_audio",
     "find_faces",
+    "flow_sigmas",
     "load_audio",
     "load_audio_encoder",
     "load_dit",
@@ -37,5 +40,6 @@ __all__ = [
     "route_faces",
     "route_from_boxes",
     "route_from_masks",
+    "sample",
     "sdpa_attention",
 ]
