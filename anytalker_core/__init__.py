@@ -5,6 +5,7 @@ Never imports ComfyUI: the node pack in ``nodes/`` adapts this package to the ho
 
 from .attention import sdpa_attention
 from .audio import AudioEncoder, AudioError, encode_audio, load_audio, load_audio_encoder
+from .condition import VideoVAE, build_y, clip_input, prepare_image, target_size
 from .config import PRESETS, AnyTalkerConfig
 from .faces import FaceError, detect_faces, find_faces
 from .identities import Routing, RoutingError, route_faces, route_from_boxes, route_from_masks
@@ -13,6 +14,7 @@ from .model import AnyTalkerDiT
 from .preview import preview
 from .sampling import SamplingCancelled, flow_sigmas, sample
 from .speakers import Speaker, SpeakerLayout, arrange_speakers
+from .video import write_png, write_video
 
 __all__ = [
     "PRESETS",
@@ -27,7 +29,10 @@ __all__ = [
     "SamplingCancelled",
     "Speaker",
     "SpeakerLayout",
+    "VideoVAE",
     "arrange_speakers",
+    "build_y",
+    "clip_input",
     "detect_faces",
     "encode_audio",
     "find_faces",
@@ -35,6 +40,7 @@ __all__ = [
     "load_audio",
     "load_audio_encoder",
     "load_dit",
+    "prepare_image",
     "preview",
     "read_state_dict",
     "route_faces",
@@ -42,4 +48,7 @@ __all__ = [
     "route_from_masks",
     "sample",
     "sdpa_attention",
+    "target_size",
+    "write_png",
+    "write_video",
 ]

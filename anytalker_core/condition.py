@@ -1,0 +1,277 @@
+"""Conditioning building blocks of the pipeline (shared/spec, "Inputs" and "Pipeline"), host-free.
+
+Everything follows the reference's ``generate`` (HKUST-C4G/AnyTalker ``wan/audio2video_multiID.py``) step by
+step, in its operation order, so that the tensors match it:
+
+- :func:`target_size`: the output size from the picture's aspect and ``max_area`` (latent grid from VAE stride
+  8 and patch 2, then both sides moved to multiples of 32);
+- :func:`to_m11` / :func:`prepare_image`: the picture as a float32 ``[3, H, W]`` tensor in [-1, 1]
+  (``TF.to_tensor(img).sub_(0.5).div_(0.5)``), then resized *after* the scaling with
+  ``F.interpolate(mode="bicubic")`` (align_corners False, no antialias, no clamp: bicubic may overshoot [-1, 1]
+  slightly, as in the reference);
+- :class:`VideoVAE`, :func:`normalize_latent`, :func:`denormalize_latent`: the VAE boundary. Wan2.1's VAE
+  works on raw latents; the DiT sees *normalised* latents ``(z - mean) * (1 / std)`` per channel. A
+  ``VideoVAE`` encodes pixels straight to normalised latents and decodes normalised latents back to pixels, as
+  the reference's ``WanVAE`` does, so nothing outside it ever handles raw latents;
+- :func:`build_y`: the 20-channel condition ``y = concat(4 mask channels, VAE latent of [first frame, zeros])``;
+- :func:`clip_input`: the image-encoder input: the whole picture squashed to 224x224 (bicubic, no crop), back to
+  [0, 1], then CLIP mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol, Union, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VAE_STRIDE = (4, 8, 8)  # time, height, width (reference config a2v_1_3B.vae_stride)
+PATCH_SIZE = (1, 2, 2)  # time, height, width (reference config a2v_1_3B.patch_size)
+LATENT_CHANNELS = 16
+MASK_CHANNELS = 4
+CLIP_SIZE = 224
+
+# Wan2.1 VAE per-channel latent statistics: reference wan/modules/vae.py ``WanVAE.__init__``; identical to
+# diffusers' AutoencoderKLWan ``latents_mean`` / ``latents_std`` defaults.
+WAN21_LATENT_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN21_LATENT_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+# open-clip image normalisation used by the reference's CLIP transforms (wan/modules/clip.py ``_clip``).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# ----------------------------------------------------------------------------------------------------- size
+
+
+def target_size(height: int, width: int, max_area: int = 832 * 480, multiple: int = 32) -> tuple[int, int]:
+    """The output (h, w) in pixels for a picture of ``height`` x ``width``, exactly as the reference computes it.
+
+    1. aspect = height / width (of the input picture);
+       lat_h = round(sqrt(max_area * aspect) // 8 // 2 * 2), lat_w = round(sqrt(max_area / aspect) // 8 // 2 * 2)
+       (floor to the VAE stride 8, then to an even latent size for the patch 2); h, w = 8 lat_h, 8 lat_w.
+    2. With a = h / w of that size, two candidates:
+       (a) w1 = w // 32 * 32, h1 = int(w1 * a) // 32 * 32;
+       (b) h2 = h // 32 * 32, w2 = int(h2 / a) // 32 * 32;
+       every side that comes out 0 becomes 32. Keep (a) when |w1 - w| + |h1 - h| <= that of (b), else (b).
+
+    Both sides are multiples of ``multiple`` (the reference's 32) and, since every step rounds down, the area is
+    at most ``max_area`` (unless a side was raised to the minimum ``multiple``).
+    """
+    for name, value in (("height", height), ("width", width), ("max_area", max_area), ("multiple", multiple)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    stride_h, stride_w = VAE_STRIDE[1], VAE_STRIDE[2]
+    patch_h, patch_w = PATCH_SIZE[1], PATCH_SIZE[2]
+    aspect = height / width
+    lat_h = round(math.sqrt(max_area * aspect) // stride_h // patch_h * patch_h)
+    lat_w = round(math.sqrt(max_area / aspect) // stride_w // patch_w * patch_w)
+    if lat_h == 0 or lat_w == 0:  # the reference divides by zero here
+        raise ValueError(f"aspect of {height}x{width} is too extreme for max_area {max_area}: a side rounds to 0")
+    h, w = lat_h * stride_h, lat_w * stride_w
+    aspect = h / w  # the reference's "original_aspect_ratio": of the rounded size, not of the picture
+
+    w1 = (w // multiple) * multiple or multiple
+    h1 = (int(w1 * aspect) // multiple) * multiple or multiple
+    h2 = (h // multiple) * multiple or multiple
+    w2 = (int(h2 / aspect) // multiple) * multiple or multiple
+    if abs(w1 - w) + abs(h1 - h) <= abs(w2 - w) + abs(h2 - h):
+        return h1, w1
+    return h2, w2
+
+
+# ---------------------------------------------------------------------------------------------------- image
+
+ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+def to_m11(image: ImageLike) -> torch.Tensor:
+    """A picture ``[H, W, 3]`` (or ``[1, H, W, 3]``), uint8 0..255 or float 0..1, numpy or torch, as the
+    reference's ``TF.to_tensor(img).sub_(0.5).div_(0.5)``: float32 ``[3, H, W]`` in [-1, 1], not resized.
+
+    uint8 is divided by 255 in float32 first (what ``to_tensor`` does); float input is taken as already in 0..1.
+    """
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"image batch must hold exactly one picture, got shape {tuple(image.shape)}")
+        image = image[0]
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3] or [1, H, W, 3] (RGB, channels last), got {tuple(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        chw = image.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    elif image.is_floating_point():
+        chw = image.permute(2, 0, 1).contiguous().to(torch.float32)
+    else:
+        raise TypeError(f"image must be uint8 (0..255) or float (0..1), got {image.dtype}")
+    return chw.sub_(0.5).div_(0.5)
+
+
+def resize_m11(image_m11: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[3, H, W]`` -> ``[3, h, w]``, float32, by ``F.interpolate(mode="bicubic")`` as the reference resizes the
+    first frame (align_corners False, no antialias, no clamp)."""
+    _check_chw(image_m11, "image_m11")
+    h, w = _check_size(size)
+    out = F.interpolate(image_m11[None].to(torch.float32), size=(h, w), mode="bicubic")
+    return out[0]
+
+
+def prepare_image(image: ImageLike, size: tuple[int, int]) -> torch.Tensor:
+    """The first frame at the target ``size`` (h, w): float32 ``[3, h, w]`` in [-1, 1] (bicubic overshoot kept).
+
+    Order as the reference: scale to [-1, 1] at the original size, then resize with torch bicubic.
+    """
+    return resize_m11(to_m11(image), size)
+
+
+# ------------------------------------------------------------------------------------------------------ VAE
+
+
+@runtime_checkable
+class VideoVAE(Protocol):
+    """A Wan2.1-style video VAE that owns the latent normalisation (the VAE boundary).
+
+    - ``encode(video)``: ``[B, 3, F, H, W]`` in [-1, 1], F = 4n+1 -> *normalised* latent
+      ``[B, 16, (F-1)/4+1, H/8, W/8]`` (the VAE's posterior mean, then :func:`normalize_latent`).
+    - ``decode(latent)``: normalised latent -> ``[B, 3, F, H, W]`` in [-1, 1] (:func:`denormalize_latent` first;
+      the reference clamps the decoded video to [-1, 1]).
+    """
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+def _latent_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if z.ndim < 4 or z.shape[-4] != LATENT_CHANNELS:
+        raise ValueError(f"latent must be [..., {LATENT_CHANNELS}, T, H, W], got {tuple(z.shape)}")
+    mean = torch.tensor(WAN21_LATENT_MEAN, dtype=torch.float32, device=z.device).view(-1, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(WAN21_LATENT_STD, dtype=torch.float32, device=z.device).view(-1, 1, 1, 1)
+    return mean, inv_std
+
+
+def normalize_latent(z: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latent -> the model's latent: ``(z - mean) * (1 / std)`` per channel (the reference's
+    ``scale = [mean, 1.0 / std]``), computed in float32, returned in ``z``'s dtype. Channels at dim -4."""
+    mean, inv_std = _latent_stats(z)
+    return ((z.to(torch.float32) - mean) * inv_std).to(z.dtype)
+
+
+def denormalize_latent(z: torch.Tensor) -> torch.Tensor:
+    """The model's latent -> raw VAE latent: ``z / (1 / std) + mean`` (the reference divides by the stored
+    ``1 / std`` rather than multiplying by std), in float32, returned in ``z``'s dtype."""
+    mean, inv_std = _latent_stats(z)
+    return (z.to(torch.float32) / inv_std + mean).to(z.dtype)
+
+
+# -------------------------------------------------------------------------------------------------------- y
+
+EncodeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def first_frame_video(image_m11: torch.Tensor, video_frames: int) -> torch.Tensor:
+    """The video the reference encodes for ``y``: ``[3, F, H, W]`` float32, frame 0 the picture, frames 1..F-1
+    zeros (zero = mid grey in [-1, 1])."""
+    _check_chw(image_m11, "image_m11")
+    if video_frames < 1 or (video_frames - 1) % VAE_STRIDE[0]:
+        raise ValueError(f"video_frames is {video_frames}; expected {VAE_STRIDE[0]}n+1")
+    _, h, w = image_m11.shape
+    first = image_m11.to(torch.float32)[:, None]
+    return torch.cat([first, torch.zeros(3, video_frames - 1, h, w, dtype=torch.float32, device=first.device)], 1)
+
+
+def build_y(
+    vae: VideoVAE | EncodeFn, image_m11: torch.Tensor, video_frames: int, mask_channels: torch.Tensor
+) -> torch.Tensor:
+    """The condition ``y`` ``[20, T, H/8, W/8]``: the 4 mask channels first, then the 16-channel normalised
+    latent of [the first frame, then F-1 zero frames] (reference: ``y = torch.concat([msk, y])`` /
+    ``torch.cat([dit_mask, y], dim=0)``).
+
+    ``vae``: a :class:`VideoVAE` (its ``encode`` is used) or a function with ``encode``'s contract
+    (``[1, 3, F, H, W]`` in [-1, 1] -> normalised ``[1, 16, T, H/8, W/8]``). ``image_m11``: the first frame at the
+    target size, ``[3, H, W]`` (:func:`prepare_image`). ``mask_channels``: ``[4, T, H/8, W/8]``
+    (``anytalker_core.routing.y_mask_channels``). The result has the latent's dtype and device.
+    """
+    video = first_frame_video(image_m11, video_frames)
+    _, _, h, w = video.shape
+    latent_frames = (video_frames - 1) // VAE_STRIDE[0] + 1
+    latent_shape = (latent_frames, h // VAE_STRIDE[1], w // VAE_STRIDE[2])
+    if h % VAE_STRIDE[1] or w % VAE_STRIDE[2]:
+        raise ValueError(f"image size {(h, w)} must be a multiple of {VAE_STRIDE[1]} on both sides")
+    if tuple(mask_channels.shape) != (MASK_CHANNELS, *latent_shape):
+        raise ValueError(
+            f"mask_channels must be {(MASK_CHANNELS, *latent_shape)} for {video_frames} frames of {h}x{w}, "
+            f"got {tuple(mask_channels.shape)}"
+        )
+    encode = vae.encode if hasattr(vae, "encode") else vae
+    if not callable(encode):
+        raise TypeError("vae must be a VideoVAE (with encode) or an encode function")
+    latent = encode(video[None])
+    if not isinstance(latent, torch.Tensor) or tuple(latent.shape) != (1, LATENT_CHANNELS, *latent_shape):
+        got = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise ValueError(f"VAE encode must return {(1, LATENT_CHANNELS, *latent_shape)}, got {got}")
+    latent = latent[0]
+    return torch.cat([mask_channels.to(dtype=latent.dtype, device=latent.device), latent], 0)
+
+
+# ----------------------------------------------------------------------------------------------------- CLIP
+
+
+def clip_input(image_m11: torch.Tensor) -> torch.Tensor:
+    """The image-encoder input ``[3, 224, 224]`` float32 from a ``[3, H, W]`` (or ``[1, 3, H, W]``) picture in
+    [-1, 1]: squashed to 224x224 by ``F.interpolate(mode="bicubic", align_corners=False)`` (no crop, aspect
+    not kept), back to [0, 1] by ``* 0.5 + 0.5`` (no clamp), then ``(x - CLIP_MEAN) / CLIP_STD`` per channel
+    (reference ``CLIPModel.visual``: the last of its transforms, ``T.Normalize``).
+
+    For the reference's global ``clip_fea`` pass :func:`to_m11` of the picture (the reference encodes the image
+    at its original size, not the resized first frame); for a face embedding pass the face crop.
+    """
+    if image_m11.ndim == 4:
+        if image_m11.shape[0] != 1:
+            raise ValueError(f"clip_input takes one picture, got shape {tuple(image_m11.shape)}")
+        image_m11 = image_m11[0]
+    _check_chw(image_m11, "image_m11")
+    x = F.interpolate(
+        image_m11[None].to(torch.float32), size=(CLIP_SIZE, CLIP_SIZE), mode="bicubic", align_corners=False
+    )[0]
+    x = x.mul(0.5).add(0.5)
+    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+# -------------------------------------------------------------------------------------------------- helpers
+
+
+def _check_chw(image: torch.Tensor, name: str) -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name} must be a [3, H, W] tensor, got {got}")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [-1, 1], got {image.dtype}")
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    for value in (h, w):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
+    return int(h), int(w)
