@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import as_rgb
+
 VAE_STRIDE = (4, 8, 8)  # time, height, width (reference config a2v_1_3B.vae_stride)
 PATCH_SIZE = (1, 2, 2)  # time, height, width (reference config a2v_1_3B.patch_size)
 LATENT_CHANNELS = 16
@@ -99,24 +101,7 @@ def to_m11(image: ImageLike) -> torch.Tensor:
 
     uint8 is divided by 255 in float32 first (what ``to_tensor`` does); float input is taken as already in 0..1.
     """
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
-    if image.ndim == 4:
-        if image.shape[0] != 1:
-            raise ValueError(f"image batch must hold exactly one picture, got shape {tuple(image.shape)}")
-        image = image[0]
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be [H, W, 3] or [1, H, W, 3] (RGB, channels last), got {tuple(image.shape)}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
-    if image.dtype == torch.uint8:
-        chw = image.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    elif image.is_floating_point():
-        chw = image.permute(2, 0, 1).contiguous().to(torch.float32)
-    else:
-        raise TypeError(f"image must be uint8 (0..255) or float (0..1), got {image.dtype}")
+    chw = as_rgb(image).permute(2, 0, 1).contiguous()
     return chw.sub_(0.5).div_(0.5)
 
 

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from .images import as_rgb
 from .routing import Box, square_box
 
 log = logging.getLogger("AnyTalker")
@@ -90,26 +92,8 @@ class FaceDetection:
 
 
 def to_uint8_rgb(image: Any, name: str = "image") -> np.ndarray:
-    """[H, W, 3] (or a ComfyUI batch of one, [1, H, W, 3]) uint8 or float 0..1, numpy or torch -> uint8 numpy."""
-    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, without importing torch
-        image = image.detach().cpu()
-        if str(image.dtype) in ("torch.bfloat16", "torch.float16"):
-            image = image.float()
-        image = image.numpy()
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy array or torch tensor [H, W, 3], got {type(image).__name__}")
-    shape = tuple(image.shape)
-    if image.ndim == 4 and shape[0] == 1:
-        image = image[0]
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name}: expected shape [H, W, 3] or [1, H, W, 3] (RGB), got {list(shape)}")
-    if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise ValueError(f"{name}: float image has NaN or infinite values")
-        return np.ascontiguousarray(np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8))
-    raise ValueError(f"{name}: expected dtype uint8 (0..255) or float (0..1), got {image.dtype}")
+    """A picture (see ``images.as_rgb``) -> uint8 numpy [H, W, 3] for the detectors."""
+    return (as_rgb(image, name) * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def _check_threshold(threshold: float | None) -> float:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import as_rgb
 from .routing import WIDEN, Box, box_mask, resize_mask, square_box, widen_mask, y_mask_channels
 
 TOKEN_STRIDE = 16  # video pixels per token cell (VAE 8 x patch 2)
@@ -92,16 +93,8 @@ class Routing:
 
 
 def _as_image(image: Any) -> torch.Tensor:
-    """[H, W, 3] (or [1, H, W, 3]) uint8 or float 0..1, numpy or torch -> float32 torch [H, W, 3]."""
-    t = torch.as_tensor(np.array(image) if not isinstance(image, torch.Tensor) else image)
-    if t.dim() == 4 and t.shape[0] >= 1:
-        t = t[0]
-    if t.dim() != 3 or t.shape[-1] not in (3, 4):
-        raise RoutingError(f"image: expected [H, W, 3] (or a ComfyUI IMAGE [B, H, W, 3]), got {tuple(t.shape)}")
-    t = t[..., :3]
-    if t.dtype == torch.uint8:
-        return t.float() / 255.0
-    return t.float().clamp(0, 1)
+    """A picture (see ``images.as_rgb``) -> float32 torch [H, W, 3] in 0..1."""
+    return as_rgb(image, error=RoutingError).clamp(0, 1)
 
 
 def _video_grid(image_hw: tuple[int, int], size: Sequence[int] | None) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -169,8 +169,8 @@ def test_prepare_image_keeps_bicubic_overshoot_and_constants():
         (np.zeros((3, 8, 8), np.uint8), ValueError),
         (np.zeros((2, 8, 8, 3), np.uint8), ValueError),
         (np.zeros((0, 8, 3), np.uint8), ValueError),
-        (np.zeros((8, 8, 3), np.int32), TypeError),
-        ([[0, 0, 0]], TypeError),
+        (np.zeros((8, 8, 3), np.int32), ValueError),
+        ([[0, 0, 0]], ValueError),
     ],
 )
 def test_prepare_image_errors(bad, error):

@@ -134,6 +134,7 @@ def test_no_face_found(monkeypatch):
         (np.zeros((3, 64, 64), np.uint8), "[3, 64, 64]"),
         (np.zeros((64, 64, 3), np.int64), "int64"),
         ([[0, 0, 0]], "list"),
+        (np.full((64, 64, 3), np.nan, np.float32), "NaN"),
     ],
 )
 def test_input_validation(image, needle):

@@ -1,0 +1,33 @@
+"""One reading of a picture for every module: ``[H, W, 3]`` or a ComfyUI ``IMAGE`` batch of one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def as_rgb(image: Any, name: str = "image", error: type[ValueError] = ValueError) -> torch.Tensor:
+    """``[H, W, 3]`` or ``[1, H, W, 3]``, uint8 (0..255) or float (0..1), numpy or torch -> float32 ``[H, W, 3]``.
+
+    uint8 is divided by 255 in float32; float values are kept as they are (not clamped). Raises ``error`` (a
+    ``ValueError``) naming ``name`` and the expected vs actual layout.
+    """
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.require(image, requirements=("C", "W")))  # copies only read-only or strided
+    if not isinstance(image, torch.Tensor):
+        raise error(f"{name}: expected a numpy array or torch tensor [H, W, 3], got {type(image).__name__}")
+    shape = list(image.shape)
+    if image.dim() == 4 and shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise error(f"{name}: expected shape [H, W, 3] or [1, H, W, 3] (RGB, channels last), got {shape}")
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).div(255)
+    if not image.is_floating_point():
+        raise error(f"{name}: expected dtype uint8 (0..255) or float (0..1), got {image.dtype}")
+    image = image.to(torch.float32)
+    if not torch.isfinite(image).all():
+        raise error(f"{name}: the image has NaN or infinite values")
+    return image
