@@ -101,13 +101,19 @@ def _concat(conds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _velocities(model: Callable, x: torch.Tensor, t: torch.Tensor, conds: list[dict[str, Any]], batch: bool):
-    """The model's velocity for each conditioning, in one batched call when the inputs allow it."""
+def _velocity_fn(model: Callable, conds: list[dict[str, Any]], batch: bool) -> Callable:
+    """``velocities(x, t) -> [v per conditioning]``, one batched model call when the inputs allow it.
+
+    The batched conditioning is assembled once here, not at every step.
+    """
     if batch and len(conds) > 1 and _batchable(conds):
-        n = len(conds)
-        out = model(x.repeat(n, *[1] * (x.dim() - 1)), t.repeat(n), **_concat(conds))
-        return list(out.chunk(n, dim=0))
-    return [model(x, t, **c) for c in conds]
+        n, batched = len(conds), _concat(conds)
+
+        def velocities(x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+            return list(model(x.repeat(n, *[1] * (x.dim() - 1)), t.repeat(n), **batched).chunk(n, dim=0))
+
+        return velocities
+    return lambda x, t: [model(x, t, **c) for c in conds]
 
 
 @torch.no_grad()
@@ -168,12 +174,13 @@ def sample(
     sigmas, timesteps = flow_sigmas(steps, shift)
     x = noise.to(torch.float32)
     lookup = {float(s): int(t) for s, t in zip(sigmas[:-1].tolist(), timesteps.tolist())}
+    velocities = _velocity_fn(model, passes, batch_cfg)
 
     def denoise(xt: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = float(sigma.reshape(-1)[0])
         t_int = lookup[s] if s in lookup else int(s * 1000)
         t = torch.full((xt.shape[0],), t_int, dtype=torch.int64, device=xt.device)
-        v = _velocities(model, xt, t, passes, batch_cfg)
+        v = velocities(xt, t)
         if plain:
             pred = v[0]
         elif audio_guidance is None:
