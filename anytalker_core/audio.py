@@ -139,10 +139,6 @@ class AudioEncoder:
         self.layers = len(model.encoder.layers)
         self.channels = _hidden_size(model)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     @torch.no_grad()
     def hidden_states(self, wave: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Normalised 16 kHz mono [T] -> each layer's output at the video frame rate: [num_frames, layers, channels].

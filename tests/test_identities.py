@@ -140,6 +140,8 @@ def test_order_override_swaps_the_bindings():
     assert torch.equal(swapped.y_mask, plain.y_mask)  # everybody's union: not repainted
     assert route_from_boxes(image, boxes, 9, order=[2, 1]).faces == (2, 1)
     assert route_from_boxes(image, boxes, 9, order=" ").faces == (1, 2)
+    report = swapped.describe().splitlines()  # what a node shows the artist
+    assert report[0].startswith("voice 1 -> face 2") and report[1].startswith("voice 2 -> face 1")
 
 
 @pytest.mark.parametrize(
