@@ -99,9 +99,19 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[StateDict, str]:
-    """Read a checkpoint into a flat state dict with normalised keys. Returns (state_dict, source name)."""
+    """Read a DiT checkpoint into a flat state dict with normalised keys. Returns (state_dict, source name)."""
+    state, name = read_tensors(source)
+    return normalize_keys(state), name
+
+
+def read_tensors(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[StateDict, str]:
+    """Every tensor of a checkpoint (a file, a folder of shards, or a state dict), keys as stored.
+
+    Returns (state_dict, source name). Pickles are read with ``weights_only=True``; raises ``CheckpointError``
+    on unreadable files and ``FileNotFoundError`` when the path does not exist.
+    """
     if isinstance(source, Mapping):
-        return normalize_keys(_unwrap(source, "state dict")), "state dict"
+        return _unwrap(source, "state dict"), "state dict"
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -115,7 +125,7 @@ def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[St
         else:
             part = _unwrap(_read_torch(file), str(file))
         state.update(part)
-    return normalize_keys(state), str(path)
+    return state, str(path)
 
 
 def normalize_keys(state: Mapping[str, torch.Tensor]) -> StateDict:
@@ -274,3 +284,36 @@ def load_dit(
         state[key] = state[key].to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     return model.requires_grad_(False).eval()
+
+
+# ---------------------------------------------------------------- quantised files
+
+_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+_QUANT_EXTRAS = (".scale_input", ".input_scale", ".comfy_quant")
+
+
+def dequantize(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> StateDict:
+    """ComfyUI's scaled fp8 files -> plain weights: each fp8 ``*.weight`` times its ``*.scale_weight`` (or
+    ``*.weight_scale``), in bfloat16; the scale tensors and the ``scaled_fp8`` marker are dropped. Other tensors
+    pass unchanged. A per-row scale ``[out]`` or ``[out, 1]`` broadcasts over the rows."""
+    scales = {k[: -len(s)]: v for k, v in state.items() for s in _SCALE_SUFFIXES if k.endswith(s)}
+    out: StateDict = {}
+    for key, value in state.items():
+        if key == "scaled_fp8" or key.endswith(_SCALE_SUFFIXES + _QUANT_EXTRAS):
+            continue
+        if value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            scale = scales.get(key.removesuffix(".weight"))
+            value = value.to(torch.float32)
+            if scale is not None:
+                scale = scale.to(torch.float32)
+                if scale.numel() > 1:
+                    if scale.shape[0] != value.shape[0]:
+                        raise CheckpointError(
+                            f"{source}: scale of {key!r} has shape {list(scale.shape)}, which does not fit the "
+                            f"weight's {list(value.shape)}"
+                        )
+                    scale = scale.reshape(-1, *[1] * (value.dim() - 1))
+                value = value * scale
+            value = value.to(torch.bfloat16)
+        out[key] = value
+    return out
