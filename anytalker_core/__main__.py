@@ -1,6 +1,11 @@
-"""Command line: ``python -m anytalker_core inspect CHECKPOINT`` (``generate`` and ``demo`` come with the pipeline).
+"""Command line: ``python -m anytalker_core {demo, generate, inspect}``.
 
-Every failure prints one clear line and exits non-zero.
+- ``demo``: the whole pipeline on tiny built-in models and shipped inputs; writes an mp4 and the face binding PNG.
+- ``generate``: a talking video from a picture, one audio track per person and a prompt, with real weights.
+- ``inspect CHECKPOINT``: what an AnyTalker checkpoint holds and whether it loads.
+
+Every failure prints one clear line (``error: ...``) and exits non-zero: 2 for bad input, 1 for a checkpoint
+with problems, 130 when cancelled with Ctrl-C (no partial file is left behind).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import torch
 
 from .loader import CheckpointError, check_keys, read_state_dict, resolve_config
 from .model import AnyTalkerDiT
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def inspect_checkpoint(source: str | Path, config: str | None = None) -> dict[str, Any]:
@@ -60,25 +67,229 @@ def _print_report(report: dict[str, Any]) -> None:
         print("problems:    none: the checkpoint loads into AnyTalkerDiT")
 
 
-def main(argv: list[str] | None = None) -> int:
+# ------------------------------------------------------------------------------------------- generate / demo
+
+
+def _progress(total_hint: str):
+    """A tqdm bar over the sampling steps, as a pipeline callback; closed by the caller."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=total_hint, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def callback(step: int, total: int, _x0: torch.Tensor) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(step + 1 - bar.n)
+        if step + 1 == total:
+            bar.close()
+
+    return bar, callback
+
+
+def _status(message: str) -> None:
+    for line in message.splitlines():
+        print(f"  {line}", file=sys.stderr)
+
+
+def _binding_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_binding.png")
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """Fail before any work when a result would overwrite a file."""
+    for path in (out, _binding_path(out)):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite or choose another --out")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out must end in .mp4, got {out.name!r}")
+
+
+def _write(video: Any, image: Any, out: Path, overwrite: bool) -> tuple[Path, Path]:
+    from .images import read_image
+    from .preview import preview
+    from .video import write_png
+
+    picture = read_image(image) if isinstance(image, (str, Path)) else image
+    mp4 = video.save(out, overwrite=overwrite)
+    png = write_png(_binding_path(out), preview(picture, video.routing), overwrite=overwrite)
+    return mp4, png
+
+
+def _parse_faces(text: str | None) -> list[list[float]] | None:
+    """``"x0,y0,x1,y1;x0,y0,x1,y1"`` -> boxes (pixels, or fractions when every number <= 1)."""
+    if not text:
+        return None
+    boxes = []
+    for i, part in enumerate(p for p in text.split(";") if p.strip()):
+        try:
+            box = [float(v) for v in part.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(f"--faces: box {i + 1} {part!r} is not four numbers x0,y0,x1,y1") from None
+        if len(box) != 4:
+            raise ValueError(f"--faces: box {i + 1} {part!r} has {len(box)} numbers; expected x0,y0,x1,y1")
+        boxes.append(box)
+    return boxes
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like 832x480 (width x height), got {text!r}") from None
+    return h, w
+
+
+def _run(args: argparse.Namespace, models: Any, image: Any, audio: list, prompt: str, **kwargs: Any) -> int:
+    from .pipeline import generate
+
+    out = Path(args.out).expanduser()
+    bar, callback = _progress("sampling")
+    try:
+        video = generate(models, image, audio, prompt, callback=callback, status=_status, **kwargs)
+    finally:
+        bar.close()
+    mp4, png = _write(video, image, out, args.overwrite)
+    print(f"wrote {mp4} ({video.frames.shape[0]} frames, {video.frames.shape[0] / video.fps:.2f} s, "
+          f"{video.size[1]}x{video.size[0]}, seed {video.seed})")
+    print(f"wrote {png} (who drives which face)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    _check_outputs(Path(args.out).expanduser(), args.overwrite)
+    print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is moving noise over the "
+          "picture's layout; real weights make real faces talk; see README)", file=sys.stderr)
+    models = demo.tiny_models(seed=args.seed)
+    return _run(
+        args, models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, mode=demo.MODE, max_area=demo.MAX_AREA,
+        steps=args.steps, seed=args.seed, device="cpu",
+    )  # fmt: skip
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipeline import MAX_AREA, load_models
+
+    out = Path(args.out).expanduser()
+    _check_outputs(out, args.overwrite)
+    audio = [None if a.lower() in ("none", "-", "listener") else a for a in args.audio]
+    for a in audio:
+        if a is not None and not Path(a).expanduser().is_file():
+            raise FileNotFoundError(f"--audio: file not found: {a}")
+    if not Path(args.image).expanduser().is_file():
+        raise FileNotFoundError(f"--image: file not found: {args.image}")
+    faces = _parse_faces(args.faces)
+    size = _parse_size(args.size)
+    offsets = [float(v) for v in args.offsets.split(",")] if args.offsets else None
+    print("loading models", file=sys.stderr)
+    models = load_models(
+        args.dit, args.wav2vec2, args.text_encoder, args.image_encoder, args.vae, tokenizer=args.tokenizer,
+        dit_config=args.dit_config, dtype=DTYPES[args.dtype or ("fp32" if args.device == "cpu" else "bf16")],
+    )  # fmt: skip
+    return _run(
+        args, models, args.image, audio, args.prompt, negative_prompt=args.negative_prompt, faces=faces,
+        order=args.order, mode=args.mode, offsets=offsets, num_frames=args.frames, max_area=args.max_area or MAX_AREA,
+        size=size, steps=args.steps, guidance=args.guidance, audio_guidance=args.audio_guidance, shift=args.shift,
+        solver=args.solver, seed=args.seed, device=args.device, offload=not args.no_offload,
+        face_backend=args.face_backend,
+    )  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m anytalker_core", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on tiny built-in models (seconds, no downloads)")
+    demo.add_argument("--out", default="demo.mp4", help="the video to write (default demo.mp4); the face binding "
+                      "goes next to it as <name>_binding.png")
+    demo.add_argument("--steps", type=int, default=12, help="sampling steps (default 12)")
+    demo.add_argument("--seed", type=int, default=0, help="seed for the tiny weights and the noise (default 0)")
+    demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    gen = commands.add_parser("generate", help="make a talking video with real weights")
+    gen.add_argument("--image", required=True, help="the picture (PNG/JPEG/WebP) with every person in it")
+    gen.add_argument("--audio", action="append", required=True, metavar="TRACK",
+                     help="one per person, left to right (repeat the flag); 'none' for a listener")
+    gen.add_argument("--prompt", default="", help="what the scene shows (as in the reference's examples)")
+    gen.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    gen.add_argument("--out", required=True, help="the .mp4 to write; the face binding goes next to it as PNG")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    models = gen.add_argument_group("model files (see the README's table)")
+    models.add_argument("--dit", required=True, help="AnyTalker checkpoint: 1_3B-single-v1.pth or 14B-multi-v1.pth")
+    models.add_argument("--dit-config", default=None, help="the reference's config JSON for the checkpoint "
+                        "(only needed for non-standard sizes)")
+    models.add_argument("--wav2vec2", required=True, help="wav2vec2-base-960h folder or .safetensors")
+    models.add_argument("--text-encoder", required=True, help="umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
+                        "Wan's models_t5_umt5-xxl-enc-bf16.pth, or a Hugging Face folder")
+    models.add_argument("--tokenizer", default=None, help="umT5 spiece.model or tokenizer folder (only for files "
+                        "that carry none, e.g. Wan's .pth)")
+    models.add_argument("--image-encoder", required=True, help="clip_vision_h.safetensors")
+    models.add_argument("--vae", required=True, help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth")
+    timing = gen.add_argument_group("timeline and faces")
+    timing.add_argument("--mode", choices=("pad", "concat"), default="pad",
+                        help="pad: everyone on one timeline (default); concat: people take turns")
+    timing.add_argument("--offsets", default=None, help="start delay in seconds per person, e.g. 0,1.5")
+    timing.add_argument("--frames", type=int, default=None, help="clip length in frames (4n+1); default from audio")
+    timing.add_argument("--faces", default=None, help="face boxes instead of detection: 'x0,y0,x1,y1;...' "
+                        "(pixels, or fractions of the picture)")
+    timing.add_argument("--order", default=None, help="voice i drives face order[i], e.g. '2,1'")
+    timing.add_argument("--face-backend", default="auto", choices=("auto", "insightface", "opencv"),
+                        help="face detector (default: InsightFace when installed, else OpenCV)")
+    sampling = gen.add_argument_group("sampling (defaults: the reference's)")
+    sampling.add_argument("--steps", type=int, default=40, help="sampling steps (40 for 1.3B, 20 for 14B)")
+    sampling.add_argument("--guidance", type=float, default=4.5, help="text+audio guidance scale")
+    sampling.add_argument("--audio-guidance", type=float, default=None,
+                          help="a separate audio scale (three passes per step)")
+    sampling.add_argument("--shift", type=float, default=5.0, help="noise schedule shift (3 is advised for 480p)")
+    sampling.add_argument("--solver", choices=("unipc", "euler", "dpmpp_2m"), default="unipc")
+    sampling.add_argument("--seed", type=int, default=None, help="default: a random one, printed at the end")
+    sampling.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: the picture's "
+                          "aspect at --max-area)")
+    sampling.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
+    device = gen.add_argument_group("device")
+    device.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
+    device.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")
+    device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+
     inspect = commands.add_parser("inspect", help="show what an AnyTalker checkpoint holds and whether it loads")
     inspect.add_argument("checkpoint", help=".pth, .safetensors or a folder of shards")
     inspect.add_argument("--config", help="the reference's config JSON (num_heads etc.), checked against the weights")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    return parser
 
-    try:
-        report = inspect_checkpoint(args.checkpoint, args.config)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def _inspect(args: argparse.Namespace) -> int:
+    report = inspect_checkpoint(args.checkpoint, args.config)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
         _print_report(report)
     return 1 if report["problems"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "generate" and args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    command = {"demo": _demo, "generate": _generate, "inspect": _inspect}[args.command]
+    from .audio import AudioError
+    from .faces import FaceError
+    from .identities import RoutingError
+    from .sampling import SamplingCancelled
+
+    try:
+        return command(args)
+    except (KeyboardInterrupt, SamplingCancelled):
+        print("\ncancelled: nothing was written", file=sys.stderr)
+        return 130
+    except (CheckpointError, AudioError, FaceError, RoutingError, FileNotFoundError, FileExistsError,
+            IsADirectoryError, ValueError, TypeError) as err:  # fmt: skip
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,3 +31,22 @@ def as_rgb(image: Any, name: str = "image", error: type[ValueError] = ValueError
     if not torch.isfinite(image).all():
         raise error(f"{name}: the image has NaN or infinite values")
     return image
+
+
+def read_image(path: Any, name: str = "image") -> np.ndarray:
+    """A picture file (PNG, JPEG, WebP, BMP, TIFF; the content decides, not the extension) -> uint8 RGB [H, W, 3].
+
+    An alpha channel is dropped (as the reference's ``Image.convert("RGB")`` does); EXIF orientation is applied.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for one that is not a readable picture.
+    """
+    import os
+
+    import cv2
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name}: file not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)  # np + imdecode: non-ASCII paths work on every OS
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f"{name}: {path} is not a picture OpenCV can read (expected PNG, JPEG, WebP, BMP or TIFF)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
