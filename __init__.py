@@ -23,7 +23,9 @@ async def comfy_entrypoint() -> ComfyExtension:
     """Called by ComfyUI (0.3.64 or newer) when it loads the pack."""
     from comfy_api.latest import ComfyExtension, io
 
-    from .nodes import NODE_LIST
+    from .nodes import NODE_LIST, register_model_folder
+
+    register_model_folder()
 
     class AnyTalkerExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:

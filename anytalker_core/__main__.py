@@ -236,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     timing.add_argument("--faces", default=None, help="face boxes instead of detection: 'x0,y0,x1,y1;...' "
                         "(pixels, or fractions of the picture)")
     timing.add_argument("--order", default=None, help="voice i drives face order[i], e.g. '2,1'")
-    timing.add_argument("--face-backend", default="auto", choices=("auto", "insightface", "opencv"),
-                        help="face detector (default: InsightFace when installed, else OpenCV)")
+    timing.add_argument("--face-backend", default="auto", choices=("auto", "haar", "insightface"),
+                        help="face detector (default: InsightFace when installed, else the OpenCV Haar cascade)")
     sampling = gen.add_argument_group("sampling (defaults: the reference's)")
     sampling.add_argument("--steps", type=int, default=40, help="sampling steps (40 for 1.3B, 20 for 14B)")
     sampling.add_argument("--guidance", type=float, default=4.5, help="text+audio guidance scale")

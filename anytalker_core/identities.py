@@ -444,13 +444,16 @@ def route_from_masks(
     speakers: int | None = None,
     order: str | Sequence[int] | None = None,
     size: Sequence[int] | None = None,
+    keep_order: bool = False,
 ) -> Routing:
     """Route faces given as masks of any resolution (resized to the image, bilinear, kept above 0.5).
 
     ``masks``: a ComfyUI MASK ``[H, W]`` / ``[1, H, W]`` (one mask; its separate regions are the people, left to
     right), ``[video_frames, H, W]`` (the same, moving), ``[N, H, W]`` (N people), or a list of masks (one per
     person, each static or ``[video_frames, H, W]``). Each person's face box is the bounding box of their mask
-    made square (per frame for moving masks). Other arguments as :func:`route_from_boxes`.
+    made square (per frame for moving masks). With ``keep_order`` a list of masks is bound in list order (voice i
+    drives mask i, e.g. when each mask was paired with its voice) instead of left to right; ``Routing.faces``
+    still numbers the faces left to right. Other arguments as :func:`route_from_boxes`.
     """
     img = _as_image(image)
     height, width = img.shape[:2]
@@ -494,6 +497,10 @@ def route_from_masks(
     lefts = [_bbox(frames[0])[0] for frames in people]
     areas = [float(frames[0].sum()) for frames in people]
     lr = sorted(range(len(boxes)), key=lambda i: lefts[i])
+    if keep_order and not split:
+        if order is not None:
+            raise RoutingError("order cannot be combined with keep_order: the list order already binds the voices")
+        order = [lr.index(i) + 1 for i in range(len(boxes))]
     boxes, areas = [boxes[i] for i in lr], [areas[i] for i in lr]
     boxes = _keep_speakers(
         boxes,

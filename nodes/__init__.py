@@ -1,8 +1,36 @@
-"""ComfyUI nodes of the AnyTalker pack: thin adapters over ``anytalker_core``.
+"""ComfyUI nodes of the AnyTalker pack: thin V3 adapters over ``anytalker_core``.
 
-``NODE_LIST`` holds the node classes that the top-level ``comfy_entrypoint`` registers.
-It is empty for now: the nodes land with the node-pack issue. Each node will be a V3
-``io.ComfyNode`` subclass with a node id starting ``AnyTalker``.
+``NODE_LIST`` holds the node classes that the top-level ``comfy_entrypoint`` registers. Importing this package
+needs the host's ``comfy_api``; everything else of the host is imported inside the nodes.
 """
 
-NODE_LIST: list[type] = []
+from __future__ import annotations
+
+from .loaders import AnyTalkerModelLoader
+from .people import AnyTalkerFaceDetect, AnyTalkerIdentity, AnyTalkerVoice
+from .sampling import AnyTalkerSampler, AnyTalkerSamplerSelect, AnyTalkerScheduler
+from .video import AnyTalkerImageToVideo
+
+NODE_LIST: list[type] = [
+    AnyTalkerModelLoader,
+    AnyTalkerVoice,
+    AnyTalkerFaceDetect,
+    AnyTalkerIdentity,
+    AnyTalkerImageToVideo,
+    AnyTalkerSampler,
+    AnyTalkerSamplerSelect,
+    AnyTalkerScheduler,
+]
+
+
+def register_model_folder() -> None:
+    """``models/anytalker`` for AnyTalker checkpoints (``diffusion_models`` is searched too)."""
+    import os
+
+    import folder_paths
+
+    from .loaders import FOLDER
+
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, FOLDER)
+        folder_paths.folder_names_and_paths[FOLDER] = ([path], set(folder_paths.supported_pt_extensions))

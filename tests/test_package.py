@@ -127,25 +127,15 @@ def test_pack_imports_outside_comfyui(pack):
     assert not hasattr(pack, "NODE_CLASS_MAPPINGS")
 
 
-def test_entrypoint_registers_node_list(pack, monkeypatch):
-    """Run comfy_entrypoint against a stand-in for comfy_api.latest; it must return the nodes/ registry."""
+def test_entrypoint_registers_node_list(pack, monkeypatch, tmp_path):
+    """Run comfy_entrypoint against stand-ins for comfy_api.latest and folder_paths; it returns the nodes/ registry."""
+    import hoststub
 
-    class ComfyExtension:  # the host's base class has the same async get_node_list()
-        async def get_node_list(self):
-            raise NotImplementedError
-
-    latest = types.ModuleType("comfy_api.latest")
-    latest.ComfyExtension = ComfyExtension
-    latest.io = types.SimpleNamespace(ComfyNode=object)
-    comfy_api = types.ModuleType("comfy_api")
-    comfy_api.latest = latest
-    monkeypatch.setitem(sys.modules, "comfy_api", comfy_api)
-    monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
-
+    hoststub.install(monkeypatch, tmp_path)
     extension = asyncio.run(pack.comfy_entrypoint())
-    assert isinstance(extension, ComfyExtension)
+    assert isinstance(extension, sys.modules["comfy_api.latest"].ComfyExtension)
     node_list = asyncio.run(extension.get_node_list())
-    assert node_list == list(sys.modules["ComfyUI_AnyTalker.nodes"].NODE_LIST)
+    assert node_list == list(sys.modules["ComfyUI_AnyTalker.nodes"].NODE_LIST) and node_list
 
 
 def test_pyproject_metadata():

@@ -161,9 +161,8 @@ def test_cli_generate_from_files(models, tmp_path, capsys):
 
 @pytest.mark.requires_shared
 def test_read_image_handles_the_example_quirks():
-    from conftest import SHARED
-
     from anytalker_core.images import read_image
+    from conftest import SHARED
 
     rgba = read_image(SHARED / "examples" / "2p-0.png")  # alpha channel dropped
     assert rgba.shape == (480, 852, 3) and rgba.dtype == np.uint8

@@ -1,0 +1,63 @@
+"""Loading an AnyTalker checkpoint as a native MODEL."""
+
+from __future__ import annotations
+
+import os
+
+from comfy_api.latest import io
+
+from .model import WEIGHT_DTYPES
+
+FOLDER = "anytalker"  # models/anytalker, registered by the extension; diffusion_models is searched too
+
+
+def checkpoint_names() -> list[str]:
+    import folder_paths
+
+    names = []
+    for folder in (FOLDER, "diffusion_models"):
+        names += [n for n in folder_paths.get_filename_list(folder) if n not in names]
+    return names
+
+
+def checkpoint_path(name: str) -> str:
+    import folder_paths
+
+    for folder in (FOLDER, "diffusion_models"):
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None and os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"AnyTalker checkpoint {name!r} not found in models/{FOLDER} or models/diffusion_models; refresh the "
+        "node list (press R) after copying the file"
+    )
+
+
+class AnyTalkerModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AnyTalkerModelLoader",
+            display_name="AnyTalker Model Loader",
+            category="AnyTalker/loaders",
+            description="Load an AnyTalker checkpoint (1.3B or 14B) as a Wan model with its audio and face layers.",
+            inputs=[
+                io.Combo.Input(
+                    "model_name", options=checkpoint_names(),
+                    tooltip="1_3B-single-v1.pth or 14B-multi-v1.pth, from models/anytalker or models/diffusion_models. "
+                    "The plain UNETLoader would drop the audio layers: load AnyTalker files here.",
+                ),
+                io.Combo.Input(
+                    "weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                    tooltip="How the weights are stored on the GPU. default: chosen for your GPU; fp8 halves the "
+                    "memory of bf16 at a small quality cost.",
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The AnyTalker DiT, usable by KSampler and the AnyTalker sampler.")],
+        )  # fmt: skip
+
+    @classmethod
+    def execute(cls, model_name: str, weight_dtype: str) -> io.NodeOutput:
+        from .model import load_model
+
+        return io.NodeOutput(load_model(checkpoint_path(model_name), weight_dtype))

@@ -1,0 +1,193 @@
+"""The AnyTalker DiT as a native ComfyUI ``MODEL``: built from the host's layers, wrapped like a Wan model.
+
+- :class:`HostDiT` is ``AnyTalkerDiT`` with the call signature the host's ``BaseModel`` uses for Wan
+  (``x`` = noisy latent and the 20 ``y`` channels concatenated, ``timestep``, ``context``, ``clip_fea`` and our
+  ``anytalker_*`` conditioning). Parameter names and the ``blocks`` layout are Wan's, so Wan LoRAs load through
+  ``LoraLoaderModelOnly``; every attention, the identity attention included, goes through
+  :func:`host_attention` (the host's ``optimized_attention``, looked up at call time so SageAttention-style
+  patches reach it). Pure torch: importable without the host.
+- :func:`load_model` builds it with ``comfy.ops`` layers (low-VRAM partial loading, fp8 storage) inside a
+  ``model_base.WAN21`` subclass (latent format Wan21, flow sampling with shift 5) and returns a
+  ``ModelPatcher``, so KSampler, previews and the memory manager treat it like any Wan model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..anytalker_core.condition import normalize_latent
+from ..anytalker_core.config import AnyTalkerConfig
+from ..anytalker_core.model import AnyTalkerDiT
+
+CONDITION_KEYS = ("anytalker_audio", "anytalker_faces", "anytalker_masks")
+WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+
+
+def host_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
+    """``[B, L, D]`` q, k, v -> ``[B, L, D]`` through the host's current ``optimized_attention``."""
+    from comfy.ldm.modules import attention
+
+    return attention.optimized_attention(q, k, v, heads, mask=mask)
+
+
+def _text_rows(context: torch.Tensor, text_len: int) -> torch.Tensor:
+    """The host pads the umT5 output to 512 rows with zeros; drop trailing all-zero rows (the model zero-pads
+    again and merges the padding into one key, the same softmax) and keep at most ``text_len`` rows."""
+    context = context[:, :text_len]
+    used = (context.abs().amax(dim=(0, 2)) > 0).nonzero()
+    return context[:, : int(used[-1]) + 1] if len(used) else context[:, :1]
+
+
+class HostDiT(AnyTalkerDiT):
+    """``AnyTalkerDiT`` with the host's Wan call signature (see the module docstring)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor | None = None,
+        anytalker_audio: torch.Tensor | None = None,
+        anytalker_faces: torch.Tensor | None = None,
+        anytalker_masks: torch.Tensor | None = None,
+        transformer_options: dict | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """x: [B, 36, T, H, W] (16 latent + 20 condition channels); identities stacked on dim 1:
+        audio [B, N, F, 5, 12, 768], faces [B, N, 257, 1280], masks [B, N, T, H/2, W/2]."""
+        if clip_fea is None:
+            raise ValueError(
+                "AnyTalker got no image features: build the conditioning with the 'AnyTalker Image To Video' node "
+                "(it attaches the picture's CLIP vision features, the face masks and the voices)"
+            )
+        latent_channels = self.config.out_dim
+        identities = {}
+        if anytalker_audio is not None:
+            identities = dict(
+                audio=list(anytalker_audio.unbind(1)),
+                faces=list(anytalker_faces.unbind(1)),
+                masks=list(anytalker_masks.unbind(1)),
+            )
+        return super().forward(
+            x[:, :latent_channels], timestep, text=_text_rows(context, self.config.text_len), clip=clip_fea,
+            y=x[:, latent_channels:], **identities,
+        )  # fmt: skip
+
+
+def build_host_dit(
+    anytalker: dict, dtype: torch.dtype | None = None, device=None, operations=None, **_: Any
+) -> HostDiT:
+    """The ``unet_model`` factory the host's ``BaseModel`` calls with ``unet_config`` as keywords."""
+    cfg = AnyTalkerConfig(**anytalker)
+    model = HostDiT(cfg, operations=operations or torch.nn, attention=host_attention, device=device, dtype=dtype)
+    model.dtype = dtype  # the host reads the weight dtype from here (BaseModel.get_dtype)
+    return model
+
+
+def _host_classes() -> tuple[type, type]:
+    """The host classes (model config, model), defined on first use so that importing this file needs no host."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import comfy.conds
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.supported_models_base
+    import comfy.utils
+
+    class AnyTalkerWan(comfy.model_base.WAN21):
+        """A Wan 2.1 i2v model whose DiT is AnyTalker's; ``y`` carries AnyTalker's face-mask channels."""
+
+        def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+            base = comfy.model_base.BaseModel
+            base.__init__(self, model_config, model_type, device=device, unet_model=build_host_dit)
+            self.image_to_video = True
+            self.diffusion_model.compute_dtype = self.manual_cast_dtype
+
+        def concat_cond(self, **kwargs):
+            noise = kwargs["noise"]
+            y_mask, image = kwargs.get("anytalker_y_mask"), kwargs.get("concat_latent_image")
+            if y_mask is None or image is None:
+                raise ValueError(
+                    "AnyTalker needs its image-to-video conditioning (start frame latent and face-mask channels): "
+                    "connect positive/negative from the 'AnyTalker Image To Video' node"
+                )
+            if tuple(image.shape[-3:]) != tuple(noise.shape[-3:]):
+                raise ValueError(
+                    f"the latent is {list(noise.shape[-3:])} (frames, height, width) but the AnyTalker conditioning "
+                    f"was made for {list(image.shape[-3:])}: use the LATENT from the same 'AnyTalker Image To Video'"
+                )
+            device = kwargs["device"]
+            y = torch.cat([y_mask.to(device), normalize_latent(image.to(device))], dim=1)
+            return comfy.utils.resize_to_batch_size(y, noise.shape[0])
+
+        def extra_conds(self, **kwargs):
+            out = super().extra_conds(**kwargs)
+            for key in CONDITION_KEYS:
+                if kwargs.get(key) is not None:
+                    out[key] = comfy.conds.CONDRegular(kwargs[key])
+            return out
+
+    class AnyTalkerWanConfig(comfy.supported_models_base.BASE):
+        unet_config: dict = {}
+        unet_extra_config: dict = {}
+        sampling_settings = {"shift": 5.0}  # the reference's
+        latent_format = comfy.latent_formats.Wan21
+        memory_usage_factor = 1.0
+        supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+        def get_model(self, state_dict, prefix="", device=None):
+            return AnyTalkerWan(self, device=device)
+
+    _CLASSES = (AnyTalkerWanConfig, AnyTalkerWan)
+    return _CLASSES
+
+
+_CLASSES: tuple[type, type] | None = None
+
+
+def load_model(path: str, weight_dtype: str = "default") -> Any:
+    """An AnyTalker checkpoint -> a host ``ModelPatcher`` (see the module docstring)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    from ..anytalker_core.loader import check_keys, read_state_dict, resolve_config
+
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r}: expected one of {', '.join(WEIGHT_DTYPES)}")
+    state, name = read_state_dict(path)
+    cfg = resolve_config(state, None, name)
+    with torch.device("meta"):
+        check_keys({k: v.shape for k, v in AnyTalkerDiT(cfg).state_dict().items()}, state, name)
+
+    config_cls, _ = _host_classes()
+    fields = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    model_config = config_cls({"anytalker": fields})
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    stored = next(iter(state.values())).dtype
+    requested = {
+        "bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn,
+        "fp8_e5m2": torch.float8_e5m2,
+    }.get(weight_dtype)  # fmt: skip
+    params = sum(t.numel() for t in state.values())
+    unet_dtype = requested or mm.unet_dtype(
+        model_params=params, supported_dtypes=model_config.supported_inference_dtypes, weight_dtype=stored
+    )
+    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, model_config.supported_inference_dtypes)
+    try:
+        model_config.set_inference_dtype(unet_dtype, manual_cast, device=load_device)
+    except TypeError:  # ComfyUI before the dynamic-VRAM loader
+        model_config.set_inference_dtype(unet_dtype, manual_cast)
+    model = model_config.get_model(state, "")
+    patcher_cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher = patcher_cls(model, load_device=load_device, offload_device=offload_device)
+    if not mm.is_device_cpu(offload_device):
+        model.to(offload_device)
+    dynamic = bool(getattr(patcher, "is_dynamic", lambda: False)())
+    if dynamic:
+        model.load_model_weights(state, "", assign=True)
+    else:
+        model.load_model_weights(state, "")
+    return patcher

@@ -1,0 +1,300 @@
+"""The ComfyUI nodes without a host: schemas against a committed snapshot, the shipped workflows against the
+schemas, and the nodes' logic with the host's objects replaced by small duck-typed stand-ins.
+
+Regenerate the snapshot after a deliberate change: ``UPDATE_SNAPSHOT=1 python -m pytest tests/test_nodes.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import hoststub
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+SNAPSHOT = FIXTURES / "node_schemas.json"
+CORE_SNAPSHOT = FIXTURES / "core_node_schemas.json"
+PACK = "ComfyUI_AnyTalker_test"
+
+
+@pytest.fixture
+def pack(monkeypatch, tmp_path):
+    hoststub.install(monkeypatch, tmp_path / "models")
+    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, PACK, module)
+    spec.loader.exec_module(module)
+    nodes = importlib.import_module(f"{PACK}.nodes")
+    yield module, nodes
+    for key in [k for k in sys.modules if k.startswith(PACK + ".")]:
+        del sys.modules[key]
+
+
+def schemas(nodes) -> dict:
+    return {node.define_schema().node_id: hoststub.schema_dict(node) for node in nodes.NODE_LIST}
+
+
+# ------------------------------------------------------------------------------------------------------ schemas
+
+
+def test_node_schemas_match_the_snapshot(pack):
+    _, nodes = pack
+    current = schemas(nodes)
+    if os.environ.get("UPDATE_SNAPSHOT"):
+        SNAPSHOT.write_text(json.dumps(current, indent=1) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text()), (
+        "node schemas changed; if deliberate, rerun with UPDATE_SNAPSHOT=1 and update the workflows"
+    )
+
+
+def test_every_node_is_documented(pack):
+    _, nodes = pack
+    for node_id, schema in schemas(nodes).items():
+        assert node_id.startswith("AnyTalker") and schema["category"].startswith("AnyTalker")
+        assert schema["description"] and "\n" not in schema["description"]
+        for item in schema["inputs"] + schema["outputs"]:
+            assert item["tooltip"], f"{node_id}: {item} has no tooltip"
+
+
+def test_entrypoint_registers_every_node_and_the_models_folder(pack):
+    import asyncio
+
+    module, nodes = pack
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert asyncio.run(extension.get_node_list()) == nodes.NODE_LIST
+    assert "anytalker" in sys.modules["folder_paths"].folder_names_and_paths
+
+
+# ---------------------------------------------------------------------------------------------------- workflows
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FILE_COMBOS = {"model_name", "image", "audio", "clip_name", "vae_name", "audio_encoder_name", "unet_name"}
+
+
+def all_schemas(nodes) -> dict:
+    core = json.loads(CORE_SNAPSHOT.read_text())
+    return {**core, **schemas(nodes)}
+
+
+def widget_count(schema: dict) -> list[dict]:
+    widgets = []
+    for item in schema["inputs"]:
+        if item["type"] in WIDGET_TYPES or isinstance(item.get("options"), list):
+            widgets.append(item)
+            if item.get("control_after_generate"):
+                widgets.append({"id": item["id"] + ":control", "type": "CONTROL"})
+            if item.get("image_upload"):  # the frontend's upload button keeps the value "image"
+                widgets.append({"id": item["id"] + ":upload", "type": "UPLOAD"})
+            if item.get("audio_upload"):  # the frontend's player and upload button (saved as null, null)
+                widgets += [{"id": item["id"] + f":{k}", "type": "UPLOAD"} for k in ("player", "upload")]
+    return widgets
+
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+def test_the_four_workflows_exist():
+    names = {p.stem for p in WORKFLOWS}
+    assert {"anytalker_one_person", "anytalker_two_people_together", "anytalker_two_people_taking_turns",
+            "anytalker_three_people"} <= names  # fmt: skip
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_is_valid_against_the_schemas(pack, path):
+    _, nodes = pack
+    known = all_schemas(nodes)
+    graph = json.loads(path.read_text())
+    by_id = {n["id"]: n for n in graph["nodes"]}
+    assert len(by_id) == len(graph["nodes"]), "duplicate node ids"
+    assert graph["last_node_id"] >= max(by_id)
+    for node in graph["nodes"]:
+        assert node["type"] in known, f"{path.name}: unknown node type {node['type']} (only core nodes and ours)"
+        schema = known[node["type"]]
+        widgets = widget_count(schema)
+        values = node.get("widgets_values", [])
+        assert len(values) == len(widgets), f"{path.name}: {node['type']} has {values}, expects {widgets}"
+        for widget, value in zip(widgets, values):
+            options = widget.get("options")
+            if isinstance(options, list) and widget["id"] not in FILE_COMBOS:
+                options = [o["key"] if isinstance(o, dict) else o for o in options]  # dynamic combos
+                assert value in options, f"{path.name}: {node['type']}.{widget['id']} = {value!r} not in {options}"
+            if widget["type"] in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool)
+                assert widget.get("min", value) <= value <= widget.get("max", value), (node["type"], widget, value)
+        sockets = [i for i in schema["inputs"] if i not in widgets and i["type"] not in WIDGET_TYPES]
+        socket_ids = {i["id"]: i for i in sockets}
+        for entry in node.get("inputs", []):
+            assert entry["name"] in socket_ids, f"{path.name}: {node['type']} has no socket {entry['name']}"
+            assert entry["type"] == socket_ids[entry["name"]]["type"]
+        required = {i["id"] for i in sockets if not i["optional"]}
+        linked = {e["name"] for e in node.get("inputs", []) if e.get("link") is not None}
+        assert required <= linked, f"{path.name}: {node['type']} misses required inputs {required - linked}"
+        assert [o["type"] for o in node.get("outputs", [])] == [o["type"] for o in schema["outputs"]]
+    for link_id, src, src_slot, dst, dst_slot, kind in graph["links"]:
+        out = by_id[src]["outputs"][src_slot]
+        inp = by_id[dst]["inputs"][dst_slot]
+        assert out["type"] == inp["type"] == kind, f"{path.name}: link {link_id} joins {out['type']} to {inp['type']}"
+        assert link_id in out["links"] and inp["link"] == link_id
+
+
+# ------------------------------------------------------------------------------------------------- node logic
+
+
+class FakeManagement(types.ModuleType):
+    def __init__(self):
+        super().__init__("comfy.model_management")
+        self.loaded, self.interrupt = [], False
+
+    def load_model_gpu(self, patcher):
+        self.loaded.append(patcher)
+
+    def intermediate_device(self):
+        return torch.device("cpu")
+
+    def throw_exception_if_processing_interrupted(self):
+        if self.interrupt:
+            raise KeyboardInterrupt("interrupted")
+
+
+@pytest.fixture
+def host(monkeypatch, pack):
+    """Stand-ins for the few host modules the node logic calls (model management, conditioning helper)."""
+    mm = FakeManagement()
+    comfy = types.ModuleType("comfy")
+    comfy.model_management = mm
+    clip_vision = types.ModuleType("comfy.clip_vision")
+
+    class Output(dict):
+        def __getattr__(self, name):
+            return self[name]
+
+    clip_vision.Output = Output
+    helpers = types.ModuleType("node_helpers")
+    helpers.conditioning_set_values = lambda cond, values: [[c[0], {**c[1], **values}] for c in cond]
+    for name, module in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.clip_vision", clip_vision),
+                         ("node_helpers", helpers)):  # fmt: skip
+        monkeypatch.setitem(sys.modules, name, module)
+    return mm
+
+
+def test_host_dit_reads_the_hosts_packed_inputs(pack):
+    from micro import micro_inputs, micro_model, run
+
+    nodes_model = importlib.import_module(f"{PACK}.nodes.model")
+    model = micro_model("af")
+    host = nodes_model.HostDiT(model.config)
+    host.load_state_dict(model.state_dict())
+    host.attention = model.attention  # the host's attention needs the host; same math here
+    inputs = micro_inputs(model.config, identities=2)
+    expected = run(model, inputs)
+    padded = torch.nn.functional.pad(inputs["text"], (0, 0, 0, model.config.text_len - inputs["text"].shape[1]))
+    out = host(
+        torch.cat([inputs["x"], inputs["y"]], 1), inputs["t"], padded, clip_fea=inputs["clip"],
+        anytalker_audio=torch.stack(inputs["audio"], 1), anytalker_faces=torch.stack(inputs["faces"], 1),
+        anytalker_masks=torch.stack(inputs["masks"], 1), transformer_options={},
+    )  # fmt: skip
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="Image To Video"):
+        host(torch.cat([inputs["x"], inputs["y"]], 1), inputs["t"], padded)
+
+
+def test_host_sampler_equals_our_solver_and_reports_like_k_diffusion(pack, host):
+    from anytalker_core.solvers import flow_sigmas, sample_unipc
+
+    sampling = importlib.import_module(f"{PACK}.nodes.sampling")
+    sigmas, _ = flow_sigmas(6, 5.0)
+    x = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def model(xt, sigma, **extra):
+        assert extra == {"seed": 3} and sigma.shape == (1,)
+        return xt * (1 - sigma.view(-1, 1, 1, 1, 1)) * 0.5
+
+    seen = []
+    out = sampling.ksampler_function("unipc")(model, x, sigmas, extra_args={"seed": 3}, callback=seen.append)
+    expected = sample_unipc(lambda xt, s: model(xt, s.reshape(1), seed=3), x, sigmas)
+    torch.testing.assert_close(out, expected)
+    assert [s["i"] for s in seen] == list(range(6)) and set(seen[0]) >= {"x", "i", "sigma", "denoised"}
+    host.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        sampling.ksampler_function("euler")(model, x, sigmas, extra_args={"seed": 3})
+
+
+class FakeClipVision:
+    """The host's CLIP_VISION: ``model(pixel_values, intermediate_output=-2)`` -> (last, penultimate, ...)."""
+
+    def __init__(self, tower):
+        self.patcher, self.load_device, self.tower = object(), torch.device("cpu"), tower
+
+    def model(self, pixel_values, intermediate_output):
+        assert intermediate_output == -2
+        hidden = self.tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        return hidden[-1], hidden[-2], None, None
+
+
+class FakeVae:
+    """The host's VAE: ``encode(IMAGE [F, H, W, 3] 0..1) -> raw latent``."""
+
+    def __init__(self, vae):
+        self.vae, self.seen = vae, []
+
+    def encode(self, pixels):
+        self.seen.append(pixels)
+        video = pixels.permute(3, 0, 1, 2)[None] * 2 - 1
+        return self.vae.model.encode(video).latent_dist.mode()
+
+
+def test_people_and_image_to_video_build_the_conditioning(pack, host):
+    from anytalker_core import demo
+    from anytalker_core.audio import load_audio
+    from anytalker_core.images import read_image
+
+    _, nodes = pack
+    models = demo.tiny_models()
+    encoder = types.SimpleNamespace(model=models.audio_encoder.model, patcher=None)
+    clip = FakeClipVision(models.image_encoder.model)
+    picture = torch.from_numpy(read_image(demo.IMAGE)).float().div(255)[None]
+    audio = [{"waveform": load_audio(p)[None, None], "sample_rate": 16000} for p in demo.AUDIO]
+
+    masks, preview = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args
+    assert masks.shape == (2, 256, 384) and preview.shape[0] == 1
+    voices = [nodes.AnyTalkerVoice.execute(a, encoder).args[0] for a in audio]
+    assert voices[0].seconds == pytest.approx(0.9)
+    # chained right person first: the voice stays with its own face, whatever the left-to-right order
+    chain = nodes.AnyTalkerIdentity.execute(masks, 2, clip, voice=voices[1]).args[0]
+    chain = nodes.AnyTalkerIdentity.execute(masks, 1, clip, voice=voices[0], identities=chain).args[0]
+    chain = nodes.AnyTalkerIdentity.execute(masks[:1], 1, clip, identities=chain).args[0]  # a listener
+    assert len(chain) == 3 and chain[2].voice is None
+    with pytest.raises(ValueError, match="face 3"):
+        nodes.AnyTalkerIdentity.execute(masks, 3, clip)
+
+    vae = FakeVae(models.vae)
+    cond = [[torch.zeros(1, 512, 32), {}]]
+    out = nodes.AnyTalkerImageToVideo.execute(
+        cond, cond, vae, picture, chain[:2], width=96, height=64, length=9, mode="pad"
+    )  # fmt: skip
+    positive, negative, latent, mix, binding = out.args
+    extras = positive[0][1]
+    assert extras["anytalker_audio"].shape == (1, 2, 9, 5, 2, 32)
+    assert extras["anytalker_faces"].shape == (1, 2, 257, 32)
+    assert extras["anytalker_masks"].shape == (1, 2, 3, 4, 6)
+    assert extras["anytalker_y_mask"].shape == (1, 4, 3, 8, 12)
+    assert extras["concat_latent_image"].shape == latent["samples"].shape == (1, 16, 3, 8, 12)
+    assert extras["clip_vision_output"].penultimate_hidden_states.shape == (1, 257, 32)
+    assert torch.count_nonzero(negative[0][1]["anytalker_audio"]) == 0
+    assert torch.equal(negative[0][1]["anytalker_faces"], extras["anytalker_faces"])
+    assert mix["sample_rate"] == 44100 and mix["waveform"].shape[:2] == (1, 1)
+    assert vae.seen[0].shape == (9, 64, 96, 3)  # the first frame, then grey frames
+    assert torch.allclose(vae.seen[0][1:], torch.full_like(vae.seen[0][1:], 0.5))
+    # identity 1 (the right person's voice) is bound to the right face: its token mask lies on the right half
+    token = extras["anytalker_masks"][0, 0, 0]
+    assert token[:, 3:].sum() > token[:, :3].sum()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, picture, chain[:2], width=100, height=64)
