@@ -83,6 +83,14 @@ def prepare(comfy_dir: Path) -> None:
     dit = AnyTalkerDiT(AnyTalkerConfig(dim=256, ffn_dim=256, num_heads=2, num_layers=1, text_dim=768, clip_dim=1024))
     _seeded(dit, 0)
     save(dit, models / "anytalker" / "anytalker_smoke.safetensors", dtype=torch.float32)
+    lora = {}  # a Wan-style LoRA on every self-attention projection, to check that LoraLoaderModelOnly applies
+    for name, param in dit.named_parameters():
+        if ".self_attn." in name and name.endswith(".weight") and param.dim() == 2:
+            base = "diffusion_model." + name.removesuffix(".weight")
+            lora[f"{base}.lora_down.weight"] = torch.randn(4, param.shape[1]) * 0.01
+            lora[f"{base}.lora_up.weight"] = torch.randn(param.shape[0], 4) * 0.01
+    (models / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(models / "loras" / "anytalker_smoke_lora.safetensors"))
     wav2vec2 = Wav2Vec2Model(Wav2Vec2Config())
     _seeded(wav2vec2, 1)
     save(wav2vec2, models / "audio_encoders" / "wav2vec2_smoke.safetensors", "wav2vec2.")
@@ -146,7 +154,9 @@ def prompt() -> dict:
         "19": node("CreateVideo", images=["18", 0], fps=24.0, audio=["16", 3]),
         "20": node("SaveVideo", video=["19", 0], filename_prefix="anytalker_smoke/video", format="auto",
                    codec="auto"),
-        "21": node("KSampler", model=["1", 0], seed=1, steps=2, cfg=4.5, sampler_name="uni_pc", scheduler="simple",
+        "30": node("LoraLoaderModelOnly", model=["1", 0], lora_name="anytalker_smoke_lora.safetensors",
+                   strength_model=1.0),
+        "21": node("KSampler", model=["30", 0], seed=1, steps=2, cfg=4.5, sampler_name="uni_pc", scheduler="simple",
                    positive=["16", 0], negative=["16", 1], latent_image=["16", 2], denoise=1.0),
         "22": node("VAEDecode", samples=["21", 0], vae=["5", 0]),
         "23": node("SaveImage", images=["22", 0], filename_prefix="anytalker_smoke/ksampler"),
