@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -70,20 +71,55 @@ def _print_report(report: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------- generate / demo
 
 
-def _progress(total_hint: str):
-    """A tqdm bar over the sampling steps, as a pipeline callback; closed by the caller."""
-    from tqdm import tqdm
+class _Progress:
+    """One tqdm bar over every sampling step of every window; the window number in its label."""
 
-    bar = tqdm(total=None, desc=total_hint, unit="step", file=sys.stderr, dynamic_ncols=True)
+    def __init__(self) -> None:
+        from tqdm import tqdm
 
-    def callback(step: int, total: int, _x0: torch.Tensor) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.update(step + 1 - bar.n)
-        if step + 1 == total:
-            bar.close()
+        self.bar = tqdm(total=None, desc="sampling", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.windows, self.index, self.base = 1, 0, 0
 
-    return bar, callback
+    def on_window(self, window: Any, total: int) -> None:
+        self.windows, self.index = total, window.index
+        self.base = self.bar.n
+        if total > 1:
+            self.bar.set_description(f"window {window.index + 1}/{total}")
+
+    def step(self, step: int, total: int, _x0: torch.Tensor) -> None:
+        if self.bar.total is None:
+            self.bar.reset(total=total * self.windows)
+        self.bar.update(self.base + step + 1 - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks to stop after the current step (the finished windows are kept); a second aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        import signal
+
+        def handler(_signum, _frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+        self.previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.requested
 
 
 def _status(message: str) -> None:
@@ -102,17 +138,6 @@ def _check_outputs(out: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{path} already exists; pass --overwrite or choose another --out")
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out.name!r}")
-
-
-def _write(video: Any, image: Any, out: Path, overwrite: bool) -> tuple[Path, Path]:
-    from .images import read_image
-    from .preview import preview
-    from .video import write_png
-
-    picture = read_image(image) if isinstance(image, (str, Path)) else image
-    mp4 = video.save(out, overwrite=overwrite)
-    png = write_png(_binding_path(out), preview(picture, video.routing), overwrite=overwrite)
-    return mp4, png
 
 
 def _parse_faces(text: str | None) -> list[list[float]] | None:
@@ -142,19 +167,52 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _run(args: argparse.Namespace, models: Any, image: Any, audio: list, prompt: str, **kwargs: Any) -> int:
-    from .pipeline import generate
+    from .images import read_image
+    from .long import render
+    from .preview import preview
+    from .video import write_png
 
     out = Path(args.out).expanduser()
-    bar, callback = _progress("sampling")
+    progress = _Progress()
     try:
-        video = generate(models, image, audio, prompt, callback=callback, status=_status, **kwargs)
+        with _StopOnCtrlC() as stop:
+            result = render(
+                models, image, audio, prompt, out, window=args.window, motion_frames=args.motion_frames,
+                color_anchor=not args.no_color_anchor, overwrite=args.overwrite, callback=progress.step,
+                on_window=progress.on_window, should_stop=stop, status=_status, **kwargs,
+            )  # fmt: skip
     finally:
-        bar.close()
-    mp4, png = _write(video, image, out, args.overwrite)
-    print(f"wrote {mp4} ({video.frames.shape[0]} frames, {video.frames.shape[0] / video.fps:.2f} s, "
-          f"{video.size[1]}x{video.size[0]}, seed {video.seed})")
+        progress.close()
+    picture = read_image(image) if isinstance(image, (str, Path)) else image
+    png = write_png(_binding_path(out), preview(picture, result.routing), overwrite=args.overwrite)
+    height, width = result.size
+    print(f"wrote {result.path} ({result.frames} frames, {result.frames / 24:.2f} s, {width}x{height}, "
+          f"{result.windows_done} window(s), seed {result.seed})")
     print(f"wrote {png} (who drives which face)")
+    if result.cancelled:
+        print(f"stopped early: the file holds {result.windows_done} of {len(result.windows)} windows", file=sys.stderr)
+        return 130
     return 0
+
+
+def _conversation(seconds: float) -> tuple[list, int]:
+    """The demo's two voices taking turns (0.3 s pauses) for ``seconds``: two full-length tracks and F = 4n+1."""
+    from . import demo
+    from .audio import SAMPLE_RATE, load_audio
+
+    if not 0 < seconds <= 3600:
+        raise ValueError(f"--seconds must be between 0 and 3600, got {seconds}")
+    frames = math.ceil(seconds * 24 - 1e-9)
+    frames += (1 - frames) % 4  # up to 4n+1: the video lasts at least `seconds`
+    clips = [load_audio(path) for path in demo.AUDIO]
+    total = int(frames / 24 * SAMPLE_RATE) + SAMPLE_RATE
+    tracks, at, turn = [torch.zeros(total), torch.zeros(total)], 0, 0
+    while at < total:
+        clip = clips[turn % 2][: total - at]
+        tracks[turn % 2][at : at + clip.shape[0]] = clip
+        at += clip.shape[0] + int(0.3 * SAMPLE_RATE)
+        turn += 1
+    return [(t[None], SAMPLE_RATE) for t in tracks], frames
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -164,9 +222,13 @@ def _demo(args: argparse.Namespace) -> int:
     print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is moving noise over the "
           "picture's layout; real weights make real faces talk; see README)", file=sys.stderr)
     models = demo.tiny_models(seed=args.seed)
+    audio, options = list(demo.AUDIO), {"mode": demo.MODE}
+    if args.seconds is not None:
+        audio, frames = _conversation(args.seconds)
+        options = {"mode": "pad", "num_frames": frames}
     return _run(
-        args, models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, mode=demo.MODE, max_area=demo.MAX_AREA,
-        steps=args.steps, seed=args.seed, device="cpu",
+        args, models, demo.IMAGE, audio, demo.PROMPT, max_area=demo.MAX_AREA, steps=args.steps, seed=args.seed,
+        device="cpu", **options,
     )  # fmt: skip
 
 
@@ -198,6 +260,18 @@ def _generate(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _window_options(parser: argparse.ArgumentParser) -> None:
+    from .long import MOTION_FRAMES, WINDOW
+
+    group = parser.add_argument_group("long videos (clips longer than one window)")
+    group.add_argument("--window", type=int, default=WINDOW,
+                       help=f"frames per window, 4n+1 (default {WINDOW}, what the model was trained on)")
+    group.add_argument("--motion-frames", type=int, default=MOTION_FRAMES,
+                       help=f"frames each window takes over from the previous one, 1+4k (default {MOTION_FRAMES})")
+    group.add_argument("--no-color-anchor", action="store_true",
+                       help="do not match each later window's colours to the picture's")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m anytalker_core", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,7 +281,10 @@ def _parser() -> argparse.ArgumentParser:
                       "goes next to it as <name>_binding.png")
     demo.add_argument("--steps", type=int, default=12, help="sampling steps (default 12)")
     demo.add_argument("--seed", type=int, default=0, help="seed for the tiny weights and the noise (default 0)")
+    demo.add_argument("--seconds", type=float, default=None, help="render this many seconds (rounded up to whole "
+                      "4n+1 frames) of the two voices taking turns, window by window (default: the 1.7 s clip)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _window_options(demo)
 
     gen = commands.add_parser("generate", help="make a talking video with real weights")
     gen.add_argument("--image", required=True, help="the picture (PNG/JPEG/WebP) with every person in it")
@@ -249,6 +326,7 @@ def _parser() -> argparse.ArgumentParser:
     sampling.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: the picture's "
                           "aspect at --max-area)")
     sampling.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
+    _window_options(gen)
     device = gen.add_argument_group("device")
     device.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
     device.add_argument("--dtype", choices=tuple(DTYPES), default=None,
@@ -273,6 +351,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("demo", "generate"):
+        from .pipeline import lean_heap
+
+        lean_heap()  # our own process: keep long videos at constant memory
     if args.command == "generate" and args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     command = {"demo": _demo, "generate": _generate, "inspect": _inspect}[args.command]

@@ -27,6 +27,9 @@ BASE_LAYERS, BASE_CHANNELS = 12, 768  # wav2vec2-base, what the AnyTalker checkp
 KEY_PREFIXES = ("wav2vec2.", "model.")  # ComfyUI's audio_encoders files, Wav2Vec2ForCTC checkpoints
 
 
+CHUNK_OVERLAP = 48  # frames (2 s) of context on each side of a chunk, when long tracks are encoded in chunks
+
+
 class AudioError(ValueError):
     """A user-facing audio problem; the message names the speaker or file and what to do."""
 
@@ -140,10 +143,15 @@ class AudioEncoder:
         self.channels = _hidden_size(model)
 
     @torch.no_grad()
-    def hidden_states(self, wave: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def hidden_states(
+        self, wave: torch.Tensor, num_frames: int, chunk_frames: int | None = None, overlap: int = CHUNK_OVERLAP
+    ) -> torch.Tensor:
         """Normalised 16 kHz mono [T] -> each layer's output at the video frame rate: [num_frames, layers, channels].
 
         transformers models take the input in their weights' dtype; ComfyUI's casts its weights to the input's.
+        ``chunk_frames``: for long tracks, run the transformer on chunks of that many frames, each seeing
+        ``overlap`` frames of context on both sides, so its memory stays bounded (attention is quadratic in length);
+        tracks of at most ``chunk_frames`` frames take the single pass, exactly as the reference.
         """
         param = next(self.model.parameters())
         dtype = param.dtype if self.is_transformers else torch.float32
@@ -151,12 +159,26 @@ class AudioEncoder:
         if self.is_transformers:
             conv = interpolate_frames(self.model.feature_extractor(x), num_frames)  # [1, C, T50] -> [1, F, C]
             hidden, _ = self.model.feature_projection(conv)
-            outputs = _layer_outputs(self.model.encoder, hidden)
         else:  # ComfyUI's wav2vec2: features come out as [B, T50, C], encoder returns (last, all layers)
             conv = interpolate_frames(self.model.feature_extractor(x).transpose(1, 2), num_frames)
-            _, all_layers = self.model.encoder(self.model.feature_projection(conv))
-            outputs = list(all_layers[1:])
-        return torch.stack(outputs, dim=2)[0].float().cpu()  # [num_frames, layers, channels]
+            hidden = self.model.feature_projection(conv)
+        del conv
+        if chunk_frames is None or num_frames <= chunk_frames:
+            return self._layers(hidden)
+        parts = []
+        for start in range(0, num_frames, chunk_frames):
+            lo, hi = max(0, start - overlap), min(num_frames, start + chunk_frames + overlap)
+            keep = min(chunk_frames, num_frames - start)
+            parts.append(self._layers(hidden[:, lo:hi])[start - lo : start - lo + keep])
+        return torch.cat(parts)
+
+    def _layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Projected features [1, F, C] -> the transformer layers' outputs [F, layers, channels] (float32, CPU)."""
+        if self.is_transformers:
+            outputs = _layer_outputs(self.model.encoder, hidden)
+        else:
+            outputs = list(self.model.encoder(hidden)[1][1:])
+        return torch.stack(outputs, dim=2)[0].float().cpu()
 
 
 def interpolate_frames(conv: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -314,7 +336,8 @@ def audio_windows(hidden: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
 
 
 def encode_waveform(
-    wave: torch.Tensor, encoder: AudioEncoder, num_frames: int | None = None, fps: int = 24
+    wave: torch.Tensor, encoder: AudioEncoder, num_frames: int | None = None, fps: int = 24,
+    chunk_frames: int | None = None,
 ) -> torch.Tensor:
     """The reference's feature chain on a mono 16 kHz track [T] -> float32 [n, 5, layers, channels].
 
@@ -328,7 +351,7 @@ def encode_waveform(
         extra = num_frames - n % num_frames
         normed = F.pad(normed, (0, extra * (SAMPLE_RATE // fps)))
         n += extra
-    features = audio_windows(encoder.hidden_states(normed, n))
+    features = audio_windows(encoder.hidden_states(normed, n, chunk_frames))
     return features if num_frames is None else features[:num_frames]
 
 

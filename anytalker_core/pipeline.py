@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .condition import build_y, prepare_image, target_size, to_m11
+from .condition import prepare_image, target_size, to_m11
 from .identities import Routing, route_faces, route_from_boxes, route_from_masks
 from .images import as_rgb, read_image
 from .sampling import sample
@@ -155,9 +155,38 @@ def _on(obj: Any, device: torch.device | None, offload: bool) -> Iterator[None]:
 
 
 def _free_memory() -> None:
+    """Give freed memory back: Python's garbage, CUDA's cache, and glibc's heap (which otherwise keeps the peak of
+    every window's large temporary buffers as fragmented free space)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    _trim_heap()
+
+
+def lean_heap(threshold: int = 1 << 20) -> None:
+    """For a process of our own (the CLI, benchmarks): serve allocations of ``threshold`` bytes and more with
+    ``mmap`` so they go back to the system when freed. glibc otherwise raises this threshold as big buffers are
+    freed and then keeps later ones in its heap, where they fragment: a long video's resident memory would creep
+    up window after window. Linux/glibc only; a no-op elsewhere. Not for a host process (ComfyUI) to call."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))  # -3 = M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass
+
+
+def _trim_heap() -> None:
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+            pass
 
 
 def _picture(image: Any) -> torch.Tensor:
@@ -181,11 +210,39 @@ def _route(picture, faces, frames, speakers, order, size, face_backend, face_roo
 
 def _frames_uint8(video: torch.Tensor) -> torch.Tensor:
     """``[1, 3, F, H, W]`` in [-1, 1] -> uint8 ``[F, H, W, 3]`` (rounded, as a writer of [0, 1] floats would)."""
-    return video[0].permute(1, 2, 3, 0).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+    frames = video[0].permute(1, 2, 3, 0).add(1)  # one float copy, then in place: long clips stay lean
+    return frames.mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
-@torch.no_grad()
-def generate(
+@dataclass
+class Job:
+    """Everything computed once per clip, before any sampling: what :func:`sample_window` needs."""
+
+    models: Models
+    picture: torch.Tensor  # float32 [H, W, 3] in 0..1, the input picture at its own size
+    size: tuple[int, int]  # the video's (H, W)
+    layout: SpeakerLayout
+    routing: Routing
+    text: torch.Tensor
+    negative: torch.Tensor
+    clip: torch.Tensor
+    faces: list[torch.Tensor]
+    seed: int
+    generator: torch.Generator
+    device: torch.device
+    offload: bool
+    steps: int
+    guidance: float
+    audio_guidance: float | None
+    shift: float
+    solver: str
+
+    @property
+    def frames(self) -> int:
+        return self.layout.num_frames
+
+
+def prepare(
     models: Models,
     image: Any,
     audio: Sequence[Any],
@@ -210,30 +267,19 @@ def generate(
     offload: bool = True,
     face_backend: str = "auto",
     face_root: str | None = None,
-    callback: Callable[[int, int, torch.Tensor], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
     status: Callable[[str], None] | None = None,
-) -> Video:
-    """Make the talking video (see the module docstring for the steps).
-
-    ``image``: a file path or a picture ``[H, W, 3]`` (uint8 or float 0..1). ``audio``: one entry per person, left
-    to right (a path, ``(waveform, rate)``, a ComfyUI ``AUDIO`` or ``None`` for a listener). ``faces``: ``None``
-    to detect them, a list of boxes (x0, y0, x1, y1; pixels or fractions) or masks (see ``route_from_masks``).
-    ``order``: voice i drives face ``order[i]`` (``"2,1"``). ``mode`` / ``offsets`` / ``num_frames`` /
-    ``max_frames``: the timeline (``arrange_speakers``). ``size``: (H, W) multiples of 32 instead of the
-    ``max_area`` rule. ``seed``: None draws one (reported in the result). ``device``: where to run (default: where
-    the DiT is); with ``offload`` each model goes back to the CPU after its step. ``callback(step, total, x0)``
-    after each sampling step; ``should_stop()`` before each, cancelling with :class:`SamplingCancelled`
-    (memory is freed first). ``status(message)`` receives one line per stage.
-
-    Defaults are the reference's: 40 UniPC steps, guidance 4.5, shift 5, 832x480 area, its negative prompt.
-    """
+    audio_chunk_frames: int | None = None,
+) -> Job:
+    """Steps 1-6 of the module docstring (see :func:`generate` for the arguments): the size, the audio timeline,
+    the text, the picture's and faces' image features and the routing, once per clip."""
     say = status or (lambda message: log.info(message))
     dev = torch.device(device) if device is not None else next(models.dit.parameters()).device
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
     if isinstance(audio, (str, Path)) or not isinstance(audio, Sequence) or not audio:
         raise ValueError("audio: give a list with one track (or None for a listener) per person, left to right")
+    if solver not in ("unipc", "euler", "dpmpp_2m"):
+        raise ValueError(f"solver {solver!r}: expected unipc, euler or dpmpp_2m")
 
     picture = _picture(image)
     height, width = picture.shape[:2]
@@ -248,60 +294,124 @@ def generate(
     with _on(models.audio_encoder, dev, offload):
         layout = arrange_speakers(
             audio, models.audio_encoder, mode=mode, offsets=offsets, num_frames=num_frames, fps=FPS,
-            max_frames=max_frames,
+            max_frames=max_frames, chunk_frames=audio_chunk_frames,
         )  # fmt: skip
-    frames = layout.num_frames
     say(layout.report())
-
     seed = random.randint(0, 2**31 - 1) if seed is None else int(seed)
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    latent_shape = (1, 16, (frames - 1) // 4 + 1, size[0] // 8, size[1] // 8)
-    noise = torch.randn(latent_shape, generator=generator, device=dev, dtype=torch.float32)
 
     with _on(models.text_encoder, dev, offload):
         text = models.text_encoder(prompt)
         negative = models.text_encoder(NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
 
-    routing = _route(picture, faces, frames, len(audio), order, size, face_backend, face_root)
+    routing = _route(picture, faces, layout.num_frames, len(audio), order, size, face_backend, face_root)
     say(routing.describe())
-    picture_m11 = to_m11(picture)
     with _on(models.image_encoder, dev, offload):
-        clip = models.image_encoder(picture_m11)
+        clip = models.image_encoder(to_m11(picture))
         face_features = [models.image_encoder(crop.permute(2, 0, 1).mul(2).sub(1)) for crop in routing.crops]
+    return Job(
+        models=models, picture=picture, size=tuple(size), layout=layout, routing=routing, text=text,
+        negative=negative, clip=clip, faces=face_features, seed=seed,
+        generator=torch.Generator(device=dev).manual_seed(seed), device=dev, offload=offload, steps=steps,
+        guidance=guidance, audio_guidance=audio_guidance, shift=shift, solver=solver,
+    )  # fmt: skip
 
+
+@torch.no_grad()
+def sample_window(
+    job: Job,
+    known: torch.Tensor,
+    audio: Sequence[torch.Tensor],
+    token_masks: Sequence[torch.Tensor],
+    y_mask: torch.Tensor,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 7-8 for one stretch of video: (latent [1, 16, T, h, w], decoded video [1, 3, F, H, W] in [-1, 1]).
+
+    ``known``: the frames given at the start, ``[3, M, H, W]`` in [-1, 1] (M = 1 + 4k; the picture for the first
+    window); the VAE encodes them followed by F - M zero frames for ``y``. ``audio``: each person's features for
+    these F frames ``[F, 5, layers, channels]``; ``token_masks``: ``[T, H/16, W/16]`` each; ``y_mask``: ``[4, T, H/8,
+    W/8]``. Noise comes from the job's generator, so windows draw one after another from one seeded stream.
+    """
+    models, dev, offload = job.models, job.device, job.offload
+    frames = audio[0].shape[0]
+    latent_shape = (1, 16, (frames - 1) // 4 + 1, job.size[0] // 8, job.size[1] // 8)
+    noise = torch.randn(latent_shape, generator=job.generator, device=dev, dtype=torch.float32)
+    video = torch.cat([known.to(torch.float32), known.new_zeros(3, frames - known.shape[1], *known.shape[2:])], 1)
     with _on(models.vae, dev, offload):
-        y = build_y(models.vae, prepare_image(picture, size), frames, routing.y_mask)
-
+        latent_y = models.vae.encode(video[None])
+    y = torch.cat([y_mask.to(latent_y), latent_y[0]], 0)
+    del video, latent_y
     cond = {
-        "text": text.to(dev),
-        "clip": clip.to(dev),
+        "text": job.text.to(dev),
+        "clip": job.clip.to(dev),
         "y": y.to(dev)[None],
-        "audio": [f.to(dev)[None] for f in layout.features],
-        "faces": [f.to(dev) for f in face_features],
-        "masks": [m.to(dev)[None] for m in routing.token_masks],
+        "audio": [f.to(dev)[None] for f in audio],
+        "faces": [f.to(dev) for f in job.faces],
+        "masks": [m.to(dev)[None] for m in token_masks],
     }
-    uncond = dict(cond, text=negative.to(dev), audio=[torch.zeros_like(a) for a in cond["audio"]])
-
-    say(f"sampling: {steps} {solver} steps, guidance {guidance}" + (
-        f", audio guidance {audio_guidance}" if audio_guidance is not None else "") + f", seed {seed}")
+    uncond = dict(cond, text=job.negative.to(dev), audio=[torch.zeros_like(a) for a in cond["audio"]])
     try:
         with _on(models.dit, dev, offload):
             latent = sample(
-                models.dit, noise, steps=steps, shift=shift, guidance=guidance, cond=cond, uncond=uncond,
-                solver=solver, callback=callback, audio_guidance=audio_guidance, should_stop=should_stop,
+                models.dit, noise, steps=job.steps, shift=job.shift, guidance=job.guidance, cond=cond,
+                uncond=uncond, solver=job.solver, callback=callback, audio_guidance=job.audio_guidance,
+                should_stop=should_stop,
             )  # fmt: skip
     except SamplingCancelled:
         del cond, uncond, noise, y
         _free_memory()
         raise
-    del cond, uncond
-    say("decoding")
+    del cond, uncond, noise, y
     with _on(models.vae, dev, offload):
-        video = models.vae.decode(latent)
+        decoded = models.vae.decode(latent)
+    return latent, decoded
+
+
+@torch.no_grad()
+def generate(
+    models: Models,
+    image: Any,
+    audio: Sequence[Any],
+    prompt: str = "",
+    *,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    status: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Video:
+    """Make the talking video in one pass (see the module docstring for the steps); the frames stay in memory.
+
+    ``image``: a file path or a picture ``[H, W, 3]`` (uint8 or float 0..1). ``audio``: one entry per person, left
+    to right (a path, ``(waveform, rate)``, a ComfyUI ``AUDIO`` or ``None`` for a listener). Options (keywords):
+    ``negative_prompt``; ``faces``: ``None`` to detect them, a list of boxes (x0, y0, x1, y1; pixels or fractions)
+    or masks (see ``route_from_masks``); ``order``: voice i drives face ``order[i]`` (``"2,1"``); ``mode`` /
+    ``offsets`` / ``num_frames`` / ``max_frames``: the timeline (``arrange_speakers``); ``size``: (H, W) multiples
+    of 32 instead of the ``max_area`` rule; ``steps``, ``guidance``, ``audio_guidance``, ``shift``, ``solver``;
+    ``seed``: None draws one (reported in the result); ``device``: where to run (default: where the DiT is); with
+    ``offload`` (default) each model goes back to the CPU after its step; ``face_backend``, ``face_root``.
+    ``callback(step, total, x0)`` after each sampling step; ``should_stop()`` before each, cancelling with
+    :class:`SamplingCancelled` (memory is freed first). ``status(message)`` receives one line per stage.
+
+    Defaults are the reference's: 40 UniPC steps, guidance 4.5, shift 5, 832x480 area, its negative prompt.
+    Long clips: :func:`anytalker_core.long.render` makes them window by window and streams them to a file.
+    """
+    say = status or (lambda message: log.info(message))
+    job = prepare(models, image, audio, prompt, status=say, **options)
+    say(f"sampling: {job.steps} {job.solver} steps, guidance {job.guidance}" + (
+        f", audio guidance {job.audio_guidance}" if job.audio_guidance is not None else "") + f", seed {job.seed}")
+    first = prepare_image(job.picture, job.size)[:, None]
+    routing = job.routing
+    latent, video = sample_window(
+        job, first, job.layout.features, routing.token_masks, routing.y_mask, callback, should_stop
+    )
     return Video(
-        frames=_frames_uint8(video), audio=layout.mix, audio_rate=layout.mix_rate, fps=FPS, layout=layout,
-        routing=routing, latent=latent.cpu(), seed=seed, size=tuple(size),
+        frames=_frames_uint8(video), audio=job.layout.mix, audio_rate=job.layout.mix_rate, fps=FPS,
+        layout=job.layout, routing=routing, latent=latent.cpu(), seed=job.seed, size=job.size,
     )  # fmt: skip
 
 
-__all__ = ["FPS", "MAX_AREA", "NEGATIVE_PROMPT", "Models", "Video", "generate", "load_models"]
+__all__ = [
+    "FPS", "MAX_AREA", "NEGATIVE_PROMPT", "Job", "Models", "Video", "generate", "load_models", "prepare",
+    "sample_window",
+]  # fmt: skip

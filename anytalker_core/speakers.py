@@ -92,6 +92,7 @@ def arrange_speakers(
     fps: int = 24,
     max_frames: int | None = None,
     mix_rate: int = 44100,
+    chunk_frames: int | None = None,
 ) -> SpeakerLayout:
     """Lay out every person's audio on the video timeline: features, mixed-down track, and a report.
 
@@ -104,8 +105,9 @@ def arrange_speakers(
     ``num_frames``: the clip length F, which must be 4n+1. When it is not given, F comes from the audio:
     ``ceil(seconds * fps)`` rounded down to 4n+1, where seconds means the end of the longest track for ``pad``
     and the sum of the tracks for ``concat``, offsets included in both cases.
-    ``max_frames``: refuse clips longer than this (``AudioError``), because longer videos need windowed
-    generation.
+    ``max_frames``: refuse clips longer than this (``AudioError``).
+    ``chunk_frames``: encode tracks longer than this many frames in overlapping chunks (bounded memory; see
+    ``AudioEncoder.hidden_states``); None (default) encodes every track in one pass, as the reference.
     Returns a ``SpeakerLayout``. Raises ``ValueError`` on bad arguments, and ``AudioError`` on unusable audio or
     when nobody speaks inside the clip.
     """
@@ -155,7 +157,7 @@ def arrange_speakers(
     features: list[torch.Tensor | None] = [None] * people
     for i in range(people):
         if talks[i]:
-            features[i] = _place(mode, waves[i], encoder, starts[i], num_frames, fps)
+            features[i] = _place(mode, waves[i], encoder, starts[i], num_frames, fps, chunk_frames)
     template = next(f for f in features if f is not None)
     features = [torch.zeros_like(template) if f is None else f for f in features]
 
@@ -201,7 +203,9 @@ def _frames_needed(mode: str, waves: list, starts: list[int], shifts: list[int],
     return frame_count(samples, fps) + sum(shifts[i] for i in present)
 
 
-def _place(mode: str, wave: torch.Tensor, encoder: Any, start: int, num_frames: int, fps: int) -> torch.Tensor:
+def _place(
+    mode: str, wave: torch.Tensor, encoder: Any, start: int, num_frames: int, fps: int, chunk: int | None = None
+) -> torch.Tensor:
     """One speaker's features on the clip: float32 [F, 5, layers, channels] with zeros before ``start``.
 
     ``pad``: the track is encoded for the frames left after its start (``F - start``), which is exactly the
@@ -210,9 +214,9 @@ def _place(mode: str, wave: torch.Tensor, encoder: Any, start: int, num_frames: 
     placed at ``start``. It is cut at the clip end, and everything outside its turn is zero.
     """
     if mode == "pad":
-        own = encode_waveform(wave, encoder, num_frames=num_frames - start, fps=fps)
+        own = encode_waveform(wave, encoder, num_frames=num_frames - start, fps=fps, chunk_frames=chunk)
     else:
-        own = encode_waveform(wave, encoder, fps=fps)[: num_frames - start]
+        own = encode_waveform(wave, encoder, fps=fps, chunk_frames=chunk)[: num_frames - start]
     if start == 0 and own.shape[0] == num_frames:
         return own
     placed = own.new_zeros((num_frames, *own.shape[1:]))
