@@ -7,6 +7,7 @@ needs the host's ``comfy_api``; everything else of the host is imported inside t
 from __future__ import annotations
 
 from .loaders import AnyTalkerModelLoader
+from .long import AnyTalkerColorMatch, AnyTalkerExtend, AnyTalkerLongVideo
 from .people import AnyTalkerFaceDetect, AnyTalkerIdentity, AnyTalkerVoice
 from .sampling import AnyTalkerSampler, AnyTalkerSamplerSelect, AnyTalkerScheduler
 from .video import AnyTalkerImageToVideo
@@ -20,6 +21,9 @@ NODE_LIST: list[type] = [
     AnyTalkerSampler,
     AnyTalkerSamplerSelect,
     AnyTalkerScheduler,
+    AnyTalkerExtend,
+    AnyTalkerColorMatch,
+    AnyTalkerLongVideo,
 ]
 
 

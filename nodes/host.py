@@ -3,8 +3,7 @@
 - :func:`image_encoder`: a ``CLIP_VISION`` as ``picture_m11 [3, H, W] -> [1, 257, 1280]`` (the penultimate layer),
   fed exactly the reference's input (``condition.clip_input``: squashed to 224, no antialias) instead of the
   host's own preprocessing (centre crop, or an antialiased squash), so face and picture features match it;
-- :func:`audio_encoder`: an ``AUDIO_ENCODER`` (wav2vec2-base from AudioEncoderLoader), loaded on its device;
-- :func:`vae_encode_first_frame`: the raw VAE latent of [first frame, grey frames] through the host's ``VAE``.
+- :func:`audio_encoder`: an ``AUDIO_ENCODER`` (wav2vec2-base from AudioEncoderLoader), loaded on its device.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..anytalker_core.condition import clip_input, first_frame_video
+from ..anytalker_core.condition import clip_input
 
 
 def image_encoder(clip_vision: Any) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -45,11 +44,3 @@ def audio_encoder(encoder: Any) -> Any:
     if getattr(encoder, "patcher", None) is not None:
         mm.load_model_gpu(encoder.patcher)
     return load_audio_encoder(encoder)
-
-
-def vae_encode_first_frame(vae: Any, first_m11: torch.Tensor, frames: int) -> torch.Tensor:
-    """``first_m11`` [3, H, W] in [-1, 1] -> raw latent ``[1, 16, (frames-1)/4+1, H/8, W/8]`` of the picture
-    followed by ``frames - 1`` grey frames (0 in [-1, 1]), as the reference encodes it for ``y``."""
-    video = first_frame_video(first_m11, frames)  # [3, F, H, W] in [-1, 1]
-    pixels = video.permute(1, 2, 3, 0).add(1).mul(0.5)  # the host's IMAGE layout, 0..1
-    return vae.encode(pixels).float()

@@ -98,38 +98,15 @@ class AnyTalkerImageToVideo(io.ComfyNode):
         cls, positive, negative, vae, start_image, identities, clip_vision_output=None, width=0, height=0, length=0,
         mode="pad",
     ) -> io.NodeOutput:  # fmt: skip
-        import comfy.model_management as mm
-        import node_helpers
-
-        from ..anytalker_core.condition import prepare_image, to_m11
+        from ..anytalker_core.long import Window
         from ..anytalker_core.preview import preview
-        from .host import clip_vision_output as as_output
-        from .host import image_encoder, vae_encode_first_frame
+        from .long import mixed_audio, prepare_clip, window_conditioning
 
-        picture = start_image[0, :, :, :3].float().cpu()
-        size = video_size(height, width, tuple(picture.shape[:2]))
-        if length and (length - 1) % 4:
-            raise ValueError(f"length must be 4n+1 frames (1, 5, ..., 81) or 0 for the audio's length, got {length}")
-        layout, routing, faces = encode_identities(tuple(identities), picture, size, length, mode)
-        frames = layout.num_frames
-        if clip_vision_output is None:
-            clip_vision_output = as_output(image_encoder(identities[0].clip_vision)(to_m11(picture)))
-        latent = vae_encode_first_frame(vae, prepare_image(picture, size), frames)
-
-        audio = torch.stack(layout.features)[None]  # [1, N, F, 5, 12, 768]
-        common = {
-            "concat_latent_image": latent,
-            "anytalker_y_mask": routing.y_mask[None],
-            "clip_vision_output": clip_vision_output,
-            "anytalker_faces": faces,
-            "anytalker_masks": routing.token_mask_batch[None],
-        }
-        positive = node_helpers.conditioning_set_values(positive, {**common, "anytalker_audio": audio})
-        silent = {**common, "anytalker_audio": torch.zeros_like(audio)}  # the reference's null audio
-        negative = node_helpers.conditioning_set_values(negative, silent)
-        empty = torch.zeros(latent.shape, device=mm.intermediate_device())
-        mix = {"waveform": layout.mix[None, None].clone(), "sample_rate": layout.mix_rate}
-        report = layout.report() + "\n" + routing.describe()
+        clip = prepare_clip(start_image, identities, width, height, length, mode, clip_vision_output)
+        whole = Window(0, 0, clip.frames, 1)  # one pass over the clip, as the reference
+        positive, negative, latent = window_conditioning(clip, vae, positive, negative, whole)
+        report = clip.layout.report() + "\n" + clip.routing.describe()
         return io.NodeOutput(
-            positive, negative, {"samples": empty}, mix, preview(picture, routing)[None], ui={"text": [report]}
-        )
+            positive, negative, latent, mixed_audio(clip), preview(clip.picture, clip.routing)[None],
+            ui={"text": [report]},
+        )  # fmt: skip

@@ -101,10 +101,10 @@ def widget_count(schema: dict) -> list[dict]:
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 
-def test_the_four_workflows_exist():
+def test_the_shipped_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"anytalker_one_person", "anytalker_two_people_together", "anytalker_two_people_taking_turns",
-            "anytalker_three_people"} <= names  # fmt: skip
+            "anytalker_three_people", "anytalker_conversation_20s"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -298,3 +298,94 @@ def test_people_and_image_to_video_build_the_conditioning(pack, host):
     assert token[:, 3:].sum() > token[:, :3].sum()
     with pytest.raises(ValueError, match="multiples of 32"):
         nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, picture, chain[:2], width=100, height=64)
+
+
+def people(nodes, models):
+    from anytalker_core import demo
+    from anytalker_core.audio import load_audio
+    from anytalker_core.images import read_image
+
+    encoder = types.SimpleNamespace(model=models.audio_encoder.model, patcher=None)
+    clip = FakeClipVision(models.image_encoder.model)
+    picture = torch.from_numpy(read_image(demo.IMAGE)).float().div(255)[None]
+    masks = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args[0]
+    chain = None
+    for k, path in enumerate(demo.AUDIO):
+        voice = nodes.AnyTalkerVoice.execute({"waveform": load_audio(path)[None, None], "sample_rate": 16000},
+                                             encoder).args[0]  # fmt: skip
+        chain = nodes.AnyTalkerIdentity.execute(masks, k + 1, clip, voice=voice, identities=chain).args[0]
+    return picture, chain
+
+
+def test_extend_continues_from_the_previous_frames(pack, host):
+    from anytalker_core import demo
+
+    _, nodes = pack
+    models = demo.tiny_models()
+    picture, chain = people(nodes, models)
+    vae = FakeVae(models.vae)
+    cond = [[torch.zeros(1, 512, 32), {}]]
+    previous = torch.rand(17, 64, 96, 3)
+    args = dict(width=96, height=64, length=41, mode="concat", window=17, motion_frames=5)
+    positive, negative, latent, trim, left = nodes.AnyTalkerExtend.execute(
+        cond, cond, vae, picture, chain, previous_frames=previous, **args
+    ).args
+    assert trim == 5 and left == 41 - (12 + 17)  # the window covers frames 12..28
+    extras = positive[0][1]
+    assert latent["samples"].shape == (1, 16, 5, 8, 12)
+    assert torch.all(extras["anytalker_y_mask"][0, :, :2] == 1)  # 5 known frames = latent frames 0 and 1
+    assert torch.allclose(vae.seen[-1][:5], previous[-5:], atol=1e-6)  # the last 5 frames, then grey
+    assert torch.allclose(vae.seen[-1][5:], torch.full_like(vae.seen[-1][5:], 0.5))
+    whole = nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, picture, chain, width=96, height=64, length=41,
+                                                mode="concat").args[0][0][1]["anytalker_audio"]  # fmt: skip
+    assert torch.equal(extras["anytalker_audio"], whole[:, :, 12:29])  # the clip's one timeline, sliced
+    with pytest.raises(ValueError, match="complete"):
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(41, 64, 96, 3),
+                                      **args)  # fmt: skip
+
+
+def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
+    from anytalker_core import demo
+
+    _, nodes = pack
+    models = demo.tiny_models()
+    picture, chain = people(nodes, models)
+    calls = []
+    sample = types.ModuleType("comfy.sample")
+    sample.prepare_noise = lambda latent, seed: torch.zeros_like(latent)
+
+    def sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent, callback=None, **kw):
+        calls.append(positive[0][1]["anytalker_audio"].shape[2])
+        callback(0, latent, latent, 1)
+        return torch.randn_like(latent)
+
+    sample.sample_custom = sample_custom
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = lambda total: types.SimpleNamespace(update_absolute=lambda value: None)
+    samplers = types.ModuleType("comfy.samplers")
+    samplers.KSAMPLER = lambda fn: fn
+    for name, module in (("comfy.sample", sample), ("comfy.utils", utils), ("comfy.samplers", samplers)):
+        monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.setattr(sys.modules["comfy"], name.split(".")[1], module, raising=False)
+
+    class DecodingVae(FakeVae):
+        def decode(self, latent):
+            video = self.vae.decode(latent)  # normalised latent in, [1, 3, F, H, W] in [-1, 1] out
+            return video[0].permute(1, 2, 3, 0).add(1).mul(0.5)[None]
+
+    frames, audio = nodes.AnyTalkerLongVideo.execute(
+        None, [[torch.zeros(1, 512, 32), {}]], [[torch.zeros(1, 512, 32), {}]], DecodingVae(models.vae), picture,
+        chain, width=96, height=64, length=41, mode="concat", window=17, motion_frames=5, seed=1, steps=2, cfg=4.5,
+        shift=5.0, solver="unipc", color_anchor=True,
+    ).args  # fmt: skip
+    assert calls == [17, 17, 17] and frames.shape == (41, 64, 96, 3)
+    assert audio["waveform"].shape[-1] == pytest.approx(41 / 24 * audio["sample_rate"], abs=2)
+
+
+def test_color_match_node(pack):
+    _, nodes = pack
+    reference = torch.rand(1, 32, 48, 3)
+    tinted = (reference.repeat(4, 1, 1, 1) * torch.tensor([1.2, 0.8, 0.7])).clamp(0, 1)
+    (matched,) = nodes.AnyTalkerColorMatch.execute(tinted, reference, 1.0).args
+    error = lambda x: (x.mean((0, 1, 2)) - reference[0].mean((0, 1))).abs().max()  # noqa: E731
+    assert matched.shape == tinted.shape and error(matched) < error(tinted) / 3

@@ -175,7 +175,8 @@ SMOKE_FILES = {
     "model_name": "anytalker_smoke.safetensors", "clip_name@CLIPLoader": "clip_l_smoke.safetensors",
     "type@CLIPLoader": "stable_diffusion", "vae_name": "wan_vae_smoke.safetensors",
     "clip_name@CLIPVisionLoader": "clip_vision_smoke.safetensors", "audio_encoder_name": "wav2vec2_smoke.safetensors",
-    "width": 256, "height": 160, "length": 9, "steps": 2,
+    "width": 256, "height": 160, "length": 9, "steps": 2, "length@AnyTalkerLongVideo": 17,
+    "window@AnyTalkerLongVideo": 9,
 }  # fmt: skip
 
 

@@ -114,6 +114,39 @@ def workflow(picture: str, voices: list[str | None], prompt: str, mode: str, not
     return g
 
 
+def conversation(note: str) -> Graph:
+    """A two-person conversation of about 20 s, rendered window by window in one node."""
+    g = Graph()
+    model = g.add("AnyTalkerModelLoader", [MODEL, "default"], (0, 0))
+    clip = g.add("CLIPLoader", [TEXT, "wan", "default"], (0, 160))
+    prompt = "The image captures two news anchors, a man and a woman, talking with each other in a studio."
+    positive = g.add("CLIPTextEncode", [prompt], (360, 120), "Prompt", clip=(clip, 0))
+    negative = g.add("CLIPTextEncode", [NEGATIVE], (360, 300), "Negative prompt", clip=(clip, 0))
+    vae = g.add("VAELoader", [VAE], (0, 320))
+    vision = g.add("CLIPVisionLoader", [CLIP_VISION], (0, 440))
+    encoder = g.add("AudioEncoderLoader", [WAV2VEC2], (0, 560))
+    image = g.add("LoadImage", ["2p-1.png", "image"], (0, 700))
+    faces = g.add("AnyTalkerFaceDetect", [2, "auto"], (360, 700), image=(image, 0))
+    chain = None
+    for k in range(2):
+        y = 480 + 260 * k
+        audio = g.add("LoadAudio", [f"conversation_person_{k + 1}.wav", None, None], (720, y),
+                      f"Voice of person {k + 1} (about 20 s)")  # fmt: skip
+        voice = g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0), audio_encoder=(encoder, 0))
+        links = {"face_mask": (faces, 0), "clip_vision": (vision, 0), "voice": (voice, 0)}
+        if chain is not None:
+            links["identities"] = (chain, 0)
+        chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), f"Person {k + 1}", **links)
+    long = g.add(
+        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 40, 4.5, 5.0, "unipc", True], (1640, 100),
+        model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), start_image=(image, 0),
+        identities=(chain, 0),
+    )  # fmt: skip
+    clip_out = g.add("CreateVideo", [24, 8], (2000, 100), images=(long, 0), audio=(long, 1))
+    g.add("SaveVideo", ["video/AnyTalker_long", "auto", "auto"], (2340, 100), video=(clip_out, 0))
+    return g
+
+
 def main() -> int:
     out = REPO / "workflows"
     specs = {
@@ -139,7 +172,10 @@ def main() -> int:
     }  # fmt: skip
     for name, (picture, voices, prompt, mode, note) in specs.items():
         workflow(picture, voices, prompt, mode, note).dump(out / f"{name}.json", note)
-    sys.stdout.write(f"wrote {len(specs)} workflows to {out}\n")
+    note = ("A two-person conversation of about 20 s (two tracks on one timeline), made in windows of 81 frames "
+            "that continue each other; the length follows the audio.")
+    conversation(note).dump(out / "anytalker_conversation_20s.json", note)
+    sys.stdout.write(f"wrote {len(specs) + 1} workflows to {out}\n")
     return 0
 
 
