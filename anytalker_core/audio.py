@@ -27,7 +27,7 @@ BASE_LAYERS, BASE_CHANNELS = 12, 768  # wav2vec2-base, what the AnyTalker checkp
 KEY_PREFIXES = ("wav2vec2.", "model.")  # ComfyUI's audio_encoders files, Wav2Vec2ForCTC checkpoints
 
 
-CHUNK_OVERLAP = 48  # frames (2 s) of context on each side of a chunk, when long tracks are encoded in chunks
+CHUNK_OVERLAP = 240  # frames (10 s) of context on each side of a chunk, when long tracks are encoded in chunks
 
 
 class AudioError(ValueError):

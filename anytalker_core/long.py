@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 81
 MOTION_FRAMES = 5
-AUDIO_CHUNK_FRAMES = 720  # tracks longer than 30 s are encoded in overlapping chunks
+AUDIO_CHUNK_FRAMES = 2880  # tracks longer than 2 minutes are encoded in overlapping chunks
 
 
 @dataclass(frozen=True)
