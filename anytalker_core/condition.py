@@ -169,13 +169,20 @@ EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 
 def first_frame_video(image_m11: torch.Tensor, video_frames: int) -> torch.Tensor:
     """The video the reference encodes for ``y``: ``[3, F, H, W]`` float32, frame 0 the picture, frames 1..F-1
-    zeros (zero = mid grey in [-1, 1])."""
-    _check_chw(image_m11, "image_m11")
+    zeros (zero = mid grey in [-1, 1]).
+
+    ``image_m11`` may also hold M known frames ``[3, M, H, W]`` (a long video's window continuing the previous
+    one): they come first, then F - M zero frames.
+    """
+    known = image_m11[:, None] if image_m11.dim() == 3 else image_m11
+    _check_chw(known[:, 0], "image_m11")
     if video_frames < 1 or (video_frames - 1) % VAE_STRIDE[0]:
         raise ValueError(f"video_frames is {video_frames}; expected {VAE_STRIDE[0]}n+1")
-    _, h, w = image_m11.shape
-    first = image_m11.to(torch.float32)[:, None]
-    return torch.cat([first, torch.zeros(3, video_frames - 1, h, w, dtype=torch.float32, device=first.device)], 1)
+    m, h, w = known.shape[1:]
+    if m > video_frames:
+        raise ValueError(f"{m} known frames do not fit a video of {video_frames} frames")
+    known = known.to(torch.float32)
+    return torch.cat([known, torch.zeros(3, video_frames - m, h, w, dtype=torch.float32, device=known.device)], 1)
 
 
 def build_y(
@@ -187,8 +194,9 @@ def build_y(
 
     ``vae``: a :class:`VideoVAE` (its ``encode`` is used) or a function with ``encode``'s contract
     (``[1, 3, F, H, W]`` in [-1, 1] -> normalised ``[1, 16, T, H/8, W/8]``). ``image_m11``: the first frame at the
-    target size, ``[3, H, W]`` (:func:`prepare_image`). ``mask_channels``: ``[4, T, H/8, W/8]``
-    (``anytalker_core.routing.y_mask_channels``). The result has the latent's dtype and device.
+    target size, ``[3, H, W]`` (:func:`prepare_image`), or the known frames ``[3, M, H, W]`` a window starts from.
+    ``mask_channels``: ``[4, T, H/8, W/8]`` (``anytalker_core.routing.y_mask_channels``). The result has the
+    latent's dtype and device.
     """
     video = first_frame_video(image_m11, video_frames)
     _, _, h, w = video.shape

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .condition import prepare_image, target_size, to_m11
+from .condition import build_y, prepare_image, target_size, to_m11
 from .identities import Routing, route_faces, route_from_boxes, route_from_masks
 from .images import as_rgb, read_image
 from .sampling import sample
@@ -337,11 +337,8 @@ def sample_window(
     frames = audio[0].shape[0]
     latent_shape = (1, 16, (frames - 1) // 4 + 1, job.size[0] // 8, job.size[1] // 8)
     noise = torch.randn(latent_shape, generator=job.generator, device=dev, dtype=torch.float32)
-    video = torch.cat([known.to(torch.float32), known.new_zeros(3, frames - known.shape[1], *known.shape[2:])], 1)
     with _on(models.vae, dev, offload):
-        latent_y = models.vae.encode(video[None])
-    y = torch.cat([y_mask.to(latent_y), latent_y[0]], 0)
-    del video, latent_y
+        y = build_y(models.vae, known, frames, y_mask)
     cond = {
         "text": job.text.to(dev),
         "clip": job.clip.to(dev),

@@ -68,7 +68,7 @@ def window_conditioning(clip: Clip, vae, positive, negative, window: Window, kno
                 "frames decoded from the previous AnyTalker window (same width and height)"
             )
         known_m11 = known.permute(3, 0, 1, 2).mul(2).sub(1)
-    video = torch.cat([known_m11, first_frame_video(known_m11[:, 0], window.length)[:, known_m11.shape[1] :]], 1)
+    video = first_frame_video(known_m11, window.length)  # the known frames, then grey
     latent = vae.encode(video.permute(1, 2, 3, 0).add(1).mul(0.5)).float()
     latent_frames = (window.length - 1) // 4 + 1
     offset = window.start // 4
@@ -95,7 +95,9 @@ def mixed_audio(clip: Clip) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------- nodes
 
-_CLIP_INPUTS = lambda: [  # noqa: E731 - the inputs the extend and whole-clip nodes share, built at schema time
+def _clip_inputs() -> list:
+    """The inputs the extend and whole-clip nodes share (fresh objects for each schema)."""
+    return [
     io.Conditioning.Input("positive", tooltip="The prompt (CLIPTextEncode with the umt5 'wan' CLIP)."),
     io.Conditioning.Input("negative", tooltip="The negative prompt."),
     io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
@@ -124,7 +126,7 @@ class AnyTalkerExtend(io.ComfyNode):
             category="AnyTalker/long",
             description="The next window of a long clip, continuing from the frames made so far.",
             inputs=[
-                *_CLIP_INPUTS(),
+                *_clip_inputs(),
                 io.Image.Input("previous_frames", tooltip="Every frame made so far (the clip from its start)."),
             ],
             outputs=[
@@ -196,7 +198,7 @@ class AnyTalkerLongVideo(io.ComfyNode):
             description="A whole clip of any length, window by window, with continuous motion and steady colours.",
             inputs=[
                 io.Model.Input("model", tooltip="From AnyTalker Model Loader."),
-                *_CLIP_INPUTS(),
+                *_clip_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="The noise seed (each window draws from it in turn)."),
                 io.Int.Input("steps", default=40, min=1, max=200, tooltip="Sampling steps per window."),
