@@ -168,3 +168,17 @@ def test_read_image_handles_the_example_quirks():
     assert rgba.shape == (480, 852, 3) and rgba.dtype == np.uint8
     jpeg = read_image(SHARED / "examples" / "1p-0.png")  # a JPEG despite its name
     assert jpeg.shape == (768, 1344, 3)
+
+
+def test_demo_seconds_renders_windows_of_the_conversation(tmp_path, capsys):
+    out = tmp_path / "long.mp4"
+    assert main(["demo", "--seconds", "0.5", "--window", "9", "--motion-frames", "5", "--steps", "2",
+                 "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "13 frames" in printed and "2 window(s)" in printed  # 0.5 s -> 12 frames, up to 4n+1
+    clip = read_mp4(out)
+    assert clip["frames"].shape[0] == 13 and abs(clip["audio_seconds"] - 13 / 24) <= 1024 / 44100 + 1e-6
+    assert main(["demo", "--seconds", "-1", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--seconds" in capsys.readouterr().err
+    assert main(["demo", "--window", "10", "--out", str(tmp_path / "y.mp4")]) == 2
+    assert "window" in capsys.readouterr().err
