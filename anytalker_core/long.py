@@ -152,7 +152,7 @@ def track_boxes(
     return matched
 
 
-def _bound_order(boxes: Sequence[Box]) -> list[int]:
+def bound_order(boxes: Sequence[Box]) -> list[int]:
     """``order`` for ``route_from_boxes`` that keeps voice i on boxes[i] (it numbers faces left to right)."""
     ranks = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
     return [ranks.index(i) + 1 for i in range(len(boxes))]
@@ -242,7 +242,7 @@ def render(
             if track_faces and w.index > 0:
                 first = ((known[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
                 boxes = track_boxes(first, boxes, options.get("face_backend", "auto"), options.get("face_root"))
-                routing = route_from_boxes(first, boxes, w.length, order=_bound_order(boxes), size=job.size)
+                routing = route_from_boxes(first, boxes, w.length, order=bound_order(boxes), size=job.size)
                 offset = 0
             state["routings"].append(routing)
             if on_window is not None:

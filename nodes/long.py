@@ -12,7 +12,16 @@ from typing import Any
 import torch
 from comfy_api.latest import io
 
-from ..anytalker_core.long import MOTION_FRAMES, WINDOW, Window, anchor_colors, color_stats, plan_windows
+from ..anytalker_core.long import (
+    MOTION_FRAMES,
+    WINDOW,
+    Window,
+    anchor_colors,
+    bound_order,
+    color_stats,
+    plan_windows,
+    track_boxes,
+)
 from .people import IDENTITIES
 from .sampling import SOLVER_NAMES
 
@@ -49,9 +58,12 @@ def prepare_clip(start_image, identities, width, height, length, mode, clip_visi
     return Clip(picture, size, layout, routing, faces, clip_vision_output)
 
 
-def window_conditioning(clip: Clip, vae, positive, negative, window: Window, known: torch.Tensor | None = None):
+def window_conditioning(
+    clip: Clip, vae, positive, negative, window: Window, known: torch.Tensor | None = None, routing: Any = None
+):
     """(positive, negative, empty latent) for one window. ``known``: IMAGE ``[M, H, W, 3]`` (0..1) of the frames
-    the window starts from (None: the start picture, as window 0)."""
+    the window starts from (None: the start picture, as window 0). ``routing``: the faces re-detected for this
+    window (made for its length); None: the clip's routing, sliced."""
     import comfy.model_management as mm
     import node_helpers
 
@@ -71,8 +83,8 @@ def window_conditioning(clip: Clip, vae, positive, negative, window: Window, kno
     video = first_frame_video(known_m11, window.length)  # the known frames, then grey
     latent = vae.encode(video.permute(1, 2, 3, 0).add(1).mul(0.5)).float()
     latent_frames = (window.length - 1) // 4 + 1
-    offset = window.start // 4
-    y_mask = clip.routing.y_mask[:, offset : offset + latent_frames].clone()
+    routing, offset = (clip.routing, window.start // 4) if routing is None else (routing, 0)
+    y_mask = routing.y_mask[:, offset : offset + latent_frames].clone()
     y_mask[:, : (window.known - 1) // 4 + 1] = 1.0
     audio = torch.stack([f[window.start : window.start + window.length] for f in clip.layout.features])[None]
     common = {
@@ -80,7 +92,7 @@ def window_conditioning(clip: Clip, vae, positive, negative, window: Window, kno
         "anytalker_y_mask": y_mask[None],
         "clip_vision_output": clip.clip_vision_output,
         "anytalker_faces": clip.faces,
-        "anytalker_masks": clip.routing.token_mask_batch[:, offset : offset + latent_frames][None],
+        "anytalker_masks": routing.token_mask_batch[:, offset : offset + latent_frames][None],
     }
     positive = node_helpers.conditioning_set_values(positive, {**common, "anytalker_audio": audio})
     silent = {**common, "anytalker_audio": torch.zeros_like(audio)}  # the reference's null audio
@@ -209,6 +221,9 @@ class AnyTalkerLongVideo(io.ComfyNode):
                 io.Combo.Input("solver", options=SOLVER_NAMES, default="unipc", tooltip="The solver."),
                 io.Boolean.Input("color_anchor", default=True,
                                  tooltip="Match each later window's colours to the start picture's."),
+                io.Boolean.Input("follow_faces", default=False,
+                                 tooltip="Find the faces again at the start of every window (for people who move); "
+                                 "each keeps their voice. Off: the masks stay where they are in the picture."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Every frame of the clip."),
@@ -218,7 +233,8 @@ class AnyTalkerLongVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, vae, start_image, identities, width, height, length, mode, window,
-                motion_frames, seed, steps, cfg, shift, solver, color_anchor) -> io.NodeOutput:  # fmt: skip
+                motion_frames, seed, steps, cfg, shift, solver, color_anchor, follow_faces=False,
+                ) -> io.NodeOutput:  # fmt: skip
         import comfy.model_management as mm
         import comfy.sample
         import comfy.utils
@@ -232,9 +248,18 @@ class AnyTalkerLongVideo(io.ComfyNode):
         target = color_stats(_uint8(start_image[:1])[0])
         bar = comfy.utils.ProgressBar(steps * len(plan))
         parts, known = [], None
+        sx, sy = clip.size[1] / clip.picture.shape[1], clip.size[0] / clip.picture.shape[0]
+        boxes = [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in clip.routing.boxes]  # in video pixels
         for w in plan:
             mm.throw_exception_if_processing_interrupted()
-            pos, neg, latent = window_conditioning(clip, vae, positive, negative, w, known)
+            routing = None
+            if follow_faces and known is not None:
+                from ..anytalker_core.identities import route_from_boxes
+
+                frame = _uint8(known[:1])[0]
+                boxes = track_boxes(frame, boxes)
+                routing = route_from_boxes(frame, boxes, w.length, order=bound_order(boxes), size=clip.size)
+            pos, neg, latent = window_conditioning(clip, vae, positive, negative, w, known, routing)
             noise = comfy.sample.prepare_noise(latent["samples"], seed + w.index)
 
             def progress(step, x0, x, total, base=w.index * steps):

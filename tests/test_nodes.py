@@ -350,12 +350,13 @@ def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
     _, nodes = pack
     models = demo.tiny_models()
     picture, chain = people(nodes, models)
-    calls = []
+    calls, masks_seen = [], []
     sample = types.ModuleType("comfy.sample")
     sample.prepare_noise = lambda latent, seed: torch.zeros_like(latent)
 
     def sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent, callback=None, **kw):
         calls.append(positive[0][1]["anytalker_audio"].shape[2])
+        masks_seen.append(tuple(positive[0][1]["anytalker_masks"].shape))
         callback(0, latent, latent, 1)
         return torch.randn_like(latent)
 
@@ -376,9 +377,10 @@ def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
     frames, audio = nodes.AnyTalkerLongVideo.execute(
         None, [[torch.zeros(1, 512, 32), {}]], [[torch.zeros(1, 512, 32), {}]], DecodingVae(models.vae), picture,
         chain, width=96, height=64, length=41, mode="concat", window=17, motion_frames=5, seed=1, steps=2, cfg=4.5,
-        shift=5.0, solver="unipc", color_anchor=True,
+        shift=5.0, solver="unipc", color_anchor=True, follow_faces=True,
     ).args  # fmt: skip
     assert calls == [17, 17, 17] and frames.shape == (41, 64, 96, 3)
+    assert masks_seen[1:] == [(1, 2, 5, 4, 6)] * 2  # re-routed per window (faces kept when none are found)
     assert audio["waveform"].shape[-1] == pytest.approx(41 / 24 * audio["sample_rate"], abs=2)
 
 

@@ -138,7 +138,7 @@ def conversation(note: str) -> Graph:
             links["identities"] = (chain, 0)
         chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), f"Person {k + 1}", **links)
     long = g.add(
-        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 40, 4.5, 5.0, "unipc", True], (1640, 100),
+        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 40, 4.5, 5.0, "unipc", True, True], (1640, 100),
         model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), start_image=(image, 0),
         identities=(chain, 0),
     )  # fmt: skip
