@@ -219,6 +219,8 @@ def render(
     say = status or (lambda message: log.info(message))
     options.setdefault("audio_chunk_frames", AUDIO_CHUNK_FRAMES)
     plan_windows(5, window, motion_frames)  # check the arguments before any work
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{str(out)!r} already exists; pass overwrite=True to replace it, or choose another name")
     job = prepare(models, image, audio, prompt, status=say, **options)
     plan = plan_windows(job.frames, window, motion_frames)
     if track_faces is None:
@@ -240,9 +242,9 @@ def render(
                 return
             routing, offset = job.routing, w.start // 4
             if track_faces and w.index > 0:
-                first = ((known[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-                boxes = track_boxes(first, boxes, options.get("face_backend", "auto"), options.get("face_root"))
-                routing = route_from_boxes(first, boxes, w.length, order=bound_order(boxes), size=job.size)
+                frame = ((known[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+                boxes = track_boxes(frame, boxes, options.get("face_backend", "auto"), options.get("face_root"))
+                routing = route_from_boxes(frame, boxes, w.length, order=bound_order(boxes), size=job.size)
                 offset = 0
             state["routings"].append(routing)
             if on_window is not None:

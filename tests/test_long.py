@@ -148,3 +148,12 @@ def test_long_tracks_encode_in_chunks_close_to_one_pass(models):
     assert chunked.shape == single.shape
     relative = (chunked - single).norm() / single.norm()
     assert 0 < relative < 0.05, float(relative)
+
+
+def test_an_existing_file_is_refused_before_any_work(models, tmp_path, monkeypatch):
+    out = tmp_path / "taken.mp4"
+    out.write_bytes(b"keep me")
+    monkeypatch.setattr(long, "prepare", lambda *a, **k: pytest.fail("prepared before checking the output"))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, **SMALL)
+    assert out.read_bytes() == b"keep me"
