@@ -18,7 +18,7 @@ the first window. Frames go to the mp4 window by window; only one window is ever
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -175,7 +175,6 @@ class LongVideo:
     seed: int
     size: tuple[int, int]
     cancelled: bool = False
-    window_routings: list[Routing] = field(default_factory=list)
 
 
 def _window_inputs(job, routing: Routing, w: Window, offset: int):
@@ -231,7 +230,7 @@ def render(
     target = color_stats(_frames_uint8(prepare_image(job.picture, job.size)[None, :, None])[0].numpy())
     scale_x, scale_y = width / job.picture.shape[1], height / job.picture.shape[0]
     boxes = [(b[0] * scale_x, b[1] * scale_y, b[2] * scale_x, b[3] * scale_y) for b in job.routing.boxes]
-    state = {"done": 0, "frames": 0, "cancelled": False, "routings": []}
+    state = {"done": 0, "frames": 0, "cancelled": False}
 
     def windows() -> Iterator[np.ndarray]:
         nonlocal boxes
@@ -242,11 +241,10 @@ def render(
                 return
             routing, offset = job.routing, w.start // 4
             if track_faces and w.index > 0:
-                frame = ((known[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+                frame = _frames_uint8(known[None, :, :1])[0].numpy()  # the window's first frame
                 boxes = track_boxes(frame, boxes, options.get("face_backend", "auto"), options.get("face_root"))
                 routing = route_from_boxes(frame, boxes, w.length, order=bound_order(boxes), size=job.size)
                 offset = 0
-            state["routings"].append(routing)
             if on_window is not None:
                 on_window(w, len(plan))
             audio_w, masks, y_mask = _window_inputs(job, routing, w, offset)
@@ -278,5 +276,4 @@ def render(
     return LongVideo(
         path=path, frames=state["frames"], windows=plan, windows_done=state["done"], layout=job.layout,
         routing=job.routing, seed=job.seed, size=job.size, cancelled=state["cancelled"],
-        window_routings=state["routings"],
     )  # fmt: skip

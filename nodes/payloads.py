@@ -33,6 +33,3 @@ class Identity:
     face_mask: torch.Tensor
     clip_vision: Any
     offset: float = 0.0
-
-
-Identities = tuple  # of Identity, in the order they were chained (voice i drives mask i)
