@@ -65,8 +65,12 @@ def seeded_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def tiny_models(seed: int = 0) -> Models:
-    """All five models at tiny sizes, deterministic for a given ``seed`` (about 1 M parameters in all)."""
+def tiny_models(seed: int = 0, dit_config: AnyTalkerConfig = DIT_CONFIG) -> Models:
+    """All five models at tiny sizes, deterministic for a given ``seed`` (about 1 M parameters in all).
+
+    ``dit_config``: another DiT (e.g. the real block sizes, for benchmarks); the encoders get the widths it reads
+    (text, image, audio layers and channels), each with one or a few tiny layers.
+    """
     from diffusers import AutoencoderKLWan
     from transformers import (
         ByT5Tokenizer,
@@ -80,20 +84,22 @@ def tiny_models(seed: int = 0) -> Models:
 
     wav2vec2 = Wav2Vec2Model(
         Wav2Vec2Config(
-            hidden_size=AUDIO_CHANNELS, num_hidden_layers=AUDIO_LAYERS, num_attention_heads=2, intermediate_size=64,
+            hidden_size=dit_config.audio_channels, num_hidden_layers=dit_config.audio_layers, num_attention_heads=2,
+            intermediate_size=64,
             conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
             feat_extract_norm="group", do_stable_layer_norm=False,
         )
     )  # fmt: skip
     umt5 = UMT5EncoderModel(
         UMT5Config(
-            vocab_size=384, d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            vocab_size=384, d_model=dit_config.text_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
             feed_forward_proj="gated-gelu", dropout_rate=0.0,
         )
     )  # fmt: skip
     tower = CLIPVisionModel(
         CLIPVisionConfig(
-            hidden_size=CLIP_DIM, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=224,
+            hidden_size=dit_config.clip_dim, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            image_size=224,
             patch_size=14, hidden_act="gelu",
         )
     )  # fmt: skip
@@ -102,7 +108,7 @@ def tiny_models(seed: int = 0) -> Models:
         seeded_weights(model, seed + 1000 * (i + 1))
     bytes_ = ByT5Tokenizer()
     return Models(
-        dit=seeded_weights(AnyTalkerDiT(DIT_CONFIG), seed),
+        dit=seeded_weights(AnyTalkerDiT(dit_config), seed),
         audio_encoder=AudioEncoder(wav2vec2),
         text_encoder=UMT5TextEncoder(umt5, lambda text: bytes_.encode(text, add_special_tokens=False)),
         image_encoder=CLIPImageEncoder(tower),

@@ -7,8 +7,9 @@ window (the long-video issue asks for peak(12) <= 1.25 x peak(1) and time growin
 
 - ``tiny``: the demo's models (``anytalker_core.demo``), 192x128 video, windows of 81 frames, 5 motion frames.
 - ``real-blocks``: a DiT with the 1.3B model's block sizes (dim 1536, 12 heads, ffn 8960; 2 blocks) and the real
-  text (4096), image (1280) and audio (12 x 768) widths, fed by one-layer encoders of those widths and the demo's
-  tiny VAE; 128x224 video, windows of 17 frames (the real blocks at 81 frames take hours on a CPU).
+  text (4096), image (1280) and audio (12 x 768) widths, fed by the demo's tiny encoders at those widths
+  (``demo.tiny_models(dit_config=...)``); 128x224 video, windows of 17 frames (the real blocks at 81 frames take
+  hours on a CPU).
 """
 
 from __future__ import annotations
@@ -26,38 +27,11 @@ sys.path.insert(0, str(REPO))
 
 
 def real_block_models():
-    import torch
-    from diffusers import AutoencoderKLWan
-    from transformers import (
-        ByT5Tokenizer,
-        CLIPVisionConfig,
-        CLIPVisionModel,
-        UMT5Config,
-        UMT5EncoderModel,
-        Wav2Vec2Config,
-        Wav2Vec2Model,
-    )
+    """The demo's tiny encoders at the real widths, around a DiT with the 1.3B model's block sizes (2 blocks)."""
+    from anytalker_core import AnyTalkerConfig
+    from anytalker_core.demo import tiny_models
 
-    from anytalker_core import AnyTalkerConfig, AnyTalkerDiT
-    from anytalker_core.audio import AudioEncoder
-    from anytalker_core.demo import seeded_weights
-    from anytalker_core.image_encoder import CLIPImageEncoder
-    from anytalker_core.pipeline import Models
-    from anytalker_core.text_encoder import UMT5TextEncoder
-    from anytalker_core.vae import WanVideoVAE
-
-    torch.manual_seed(0)
-    wav2vec2 = Wav2Vec2Model(Wav2Vec2Config(intermediate_size=64, conv_dim=(32,) * 7))
-    umt5 = UMT5EncoderModel(UMT5Config(vocab_size=384, d_model=4096, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
-    tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=1280, intermediate_size=64, num_hidden_layers=2,
-                                             num_attention_heads=16, patch_size=14))  # fmt: skip
-    vae = AutoencoderKLWan(base_dim=4, z_dim=16)
-    for i, model in enumerate((wav2vec2, umt5, tower, vae)):
-        seeded_weights(model, 1000 * (i + 1))
-    dit = seeded_weights(AnyTalkerDiT(AnyTalkerConfig(num_layers=2)), 0)
-    tokenizer = ByT5Tokenizer()
-    text = UMT5TextEncoder(umt5, lambda t: tokenizer.encode(t, add_special_tokens=False))
-    return Models(dit, AudioEncoder(wav2vec2), text, CLIPImageEncoder(tower), WanVideoVAE(vae))
+    return tiny_models(dit_config=AnyTalkerConfig(num_layers=2))
 
 
 def child(config: str, windows: int, steps: int, out: str) -> None:
