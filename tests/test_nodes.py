@@ -391,3 +391,21 @@ def test_color_match_node(pack):
     (matched,) = nodes.AnyTalkerColorMatch.execute(tinted, reference, 1.0).args
     error = lambda x: (x.mean((0, 1, 2)) - reference[0].mean((0, 1))).abs().max()  # noqa: E731
     assert matched.shape == tinted.shape and error(matched) < error(tinted) / 3
+
+
+def test_extend_and_loader_refuse_bad_inputs_clearly(pack, host, tmp_path):
+    from anytalker_core import demo
+
+    _, nodes = pack
+    models = demo.tiny_models()
+    picture, chain = people(nodes, models)
+    vae, cond = FakeVae(models.vae), [[torch.zeros(1, 512, 32), {}]]
+    args = dict(width=96, height=64, length=41, mode="concat", window=17, motion_frames=5)
+    with pytest.raises(ValueError, match="at least motion_frames"):
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(3, 64, 96, 3), **args)
+    with pytest.raises(ValueError, match="previous_frames are 64x32 but the video is 96x64"):
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(17, 32, 64, 3),
+                                      **args)  # fmt: skip
+    loaders = importlib.import_module(f"{PACK}.nodes.loaders")
+    with pytest.raises(FileNotFoundError, match="models/anytalker or models/diffusion_models"):
+        loaders.checkpoint_path("missing.pth")
