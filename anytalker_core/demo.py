@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from .audio import AudioEncoder
-from .config import AnyTalkerConfig
-from .image_encoder import CLIPImageEncoder
-from .model import AnyTalkerDiT
-from .pipeline import Models
-from .text_encoder import UMT5TextEncoder
-from .vae import WanVideoVAE
+from .encoders.image import CLIPImageEncoder
+from .encoders.text import UMT5TextEncoder
+from .encoders.vae import WanVideoVAE
+from .model.config import AnyTalkerConfig
+from .model.dit import AnyTalkerDiT
+from .people.audio import AudioEncoder
+from .pipeline.models import Models
 
 ASSETS = Path(__file__).parent / "demo_assets"
 IMAGE = ASSETS / "two_anchors.jpg"

@@ -50,3 +50,13 @@ def read_image(path: Any, name: str = "image") -> np.ndarray:
     if bgr is None:
         raise ValueError(f"{name}: {path} is not a picture OpenCV can read (expected PNG, JPEG, WebP, BMP or TIFF)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def check_chw(image: torch.Tensor, name: str) -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name} must be a [3, H, W] tensor, got {got}")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [-1, 1], got {image.dtype}")

@@ -26,7 +26,13 @@ EXAMPLES = REPO.parent / "shared" / "examples"
 def main() -> int:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from anytalker_core.audio import AudioEncoder, frame_count, load_audio, load_audio_encoder, normalize_waveform
+    from anytalker_core.people.audio import (
+        AudioEncoder,
+        frame_count,
+        load_audio,
+        load_audio_encoder,
+        normalize_waveform,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=150.0)

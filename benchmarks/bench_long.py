@@ -40,8 +40,8 @@ def child(config: str, windows: int, steps: int, out: str) -> None:
 
     from anytalker_core import demo
     from anytalker_core.__main__ import _conversation
-    from anytalker_core.long import render
-    from anytalker_core.pipeline import lean_heap
+    from anytalker_core.pipeline.memory import lean_heap
+    from anytalker_core.pipeline.windows import render
 
     lean_heap()  # as the CLI does
     torch.set_num_threads(2)

@@ -6,11 +6,11 @@ needs the host's ``comfy_api``; everything else of the host is imported inside t
 
 from __future__ import annotations
 
+from .conditioning import AnyTalkerImageToVideo
 from .loaders import AnyTalkerModelLoader
 from .long import AnyTalkerColorMatch, AnyTalkerExtend, AnyTalkerLongVideo
 from .people import AnyTalkerFaceDetect, AnyTalkerIdentity, AnyTalkerVoice
 from .sampling import AnyTalkerSampler, AnyTalkerSamplerSelect, AnyTalkerScheduler
-from .video import AnyTalkerImageToVideo
 
 NODE_LIST: list[type] = [
     AnyTalkerModelLoader,

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from ..anytalker_core.condition import normalize_latent
-from ..anytalker_core.config import AnyTalkerConfig
-from ..anytalker_core.model import AnyTalkerDiT
+from ..anytalker_core.encoders.vae import normalize_latent
+from ..anytalker_core.model.config import AnyTalkerConfig
+from ..anytalker_core.model.dit import AnyTalkerDiT
 
 CONDITION_KEYS = ("anytalker_audio", "anytalker_faces", "anytalker_masks")
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
@@ -153,7 +153,7 @@ def load_model(path: str, weight_dtype: str = "default") -> Any:
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    from ..anytalker_core.loader import check_keys, read_state_dict, resolve_config
+    from ..anytalker_core.model.loader import check_keys, read_state_dict, resolve_config
 
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype {weight_dtype!r}: expected one of {', '.join(WEIGHT_DTYPES)}")

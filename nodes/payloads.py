@@ -1,35 +1,33 @@
-"""The pack's own socket payloads: a voice (one person's track and the encoder for it) and the identity chain.
+"""The pack's own socket payloads: a voice and the identity chain.
 
-Plain frozen dataclasses (no host imports), so the nodes' logic can be tested without ComfyUI.
+Plain frozen dataclasses (no host imports), so the nodes' logic can be tested without ComfyUI. Encoders are not
+part of them: the clip's node (Image To Video, Extend, Long Video) takes the audio and image encoders once and
+encodes every voice and face of the clip with them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 
 @dataclass(frozen=True)
 class Voice:
-    """One person's speech: the host ``AUDIO`` dict and the ``AUDIO_ENCODER`` (wav2vec2-base) that encodes it.
+    """One person's speech: the host ``AUDIO`` dict (``waveform`` [1, C, S], ``sample_rate``) and its length.
 
-    Encoding waits for the image-to-video node: the reference pads every track to the clip length before
-    wav2vec2 sees it, so the features depend on the clip length and the timing mode chosen there.
+    Encoding waits for the clip's node: the reference pads every track to the clip length before wav2vec2 sees
+    it, so the features depend on the clip length and the timing mode chosen there.
     """
 
     audio: dict
-    encoder: Any
     seconds: float
 
 
 @dataclass(frozen=True)
 class Identity:
-    """One person: their voice (``None`` = a listener), their face mask ``[H, W]`` or ``[F, H, W]`` (moving), the
-    image encoder for their face crop, and a start delay in seconds."""
+    """One person: their voice (``None`` = a listener), their face mask ``[H, W]`` and a start delay in seconds."""
 
     voice: Voice | None
     face_mask: torch.Tensor
-    clip_vision: Any
     offset: float = 0.0

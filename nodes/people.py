@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..anytalker_core.people.faces import BACKENDS
 from .payloads import Identity, Voice
-
-VOICE = io.Custom("ANYTALKER_VOICE")
-IDENTITIES = io.Custom("ANYTALKER_IDENTITIES")
+from .schema import EXPERT, IDENTITIES, VOICE
 
 
 def _seconds(audio: dict) -> float:
@@ -23,23 +22,19 @@ class AnyTalkerVoice(io.ComfyNode):
             node_id="AnyTalkerVoice",
             display_name="AnyTalker Voice",
             category="AnyTalker",
-            description="One person's speech, ready to be encoded by wav2vec2 the AnyTalker way.",
+            description="One person's speech; the clip's node encodes it on the clip's timeline.",
             inputs=[
                 io.Audio.Input("audio", tooltip="This person's speech (any sample rate; stereo is mixed to mono)."),
-                io.AudioEncoder.Input(
-                    "audio_encoder",
-                    tooltip="wav2vec2-base-960h from AudioEncoderLoader (models/audio_encoders).",
-                ),
             ],
             outputs=[VOICE.Output(display_name="voice", tooltip="Connect to an AnyTalker Identity.")],
         )
 
     @classmethod
-    def execute(cls, audio: dict, audio_encoder) -> io.NodeOutput:
-        from ..anytalker_core.audio import load_audio
+    def execute(cls, audio: dict) -> io.NodeOutput:
+        from ..anytalker_core.people.audio import load_audio
 
         load_audio(audio, speaker="audio")  # fails now, with a clear message, on an empty or broken track
-        return io.NodeOutput(Voice(audio=audio, encoder=audio_encoder, seconds=_seconds(audio)))
+        return io.NodeOutput(Voice(audio=audio, seconds=_seconds(audio)))
 
 
 class AnyTalkerFaceDetect(io.ComfyNode):
@@ -54,7 +49,7 @@ class AnyTalkerFaceDetect(io.ComfyNode):
                 io.Image.Input("image", tooltip="The start picture with everybody in it."),
                 io.Int.Input("people", default=2, min=1, max=16,
                              tooltip="How many faces to keep (the largest ones), numbered left to right."),
-                io.Combo.Input("backend", options=["auto", "haar", "insightface"], default="auto",
+                io.Combo.Input("backend", options=list(BACKENDS), default="auto", **EXPERT,
                                tooltip="auto: InsightFace when installed (models/insightface), else OpenCV's "
                                "Haar cascade (frontal faces)."),
             ],
@@ -68,20 +63,20 @@ class AnyTalkerFaceDetect(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, people: int, backend: str) -> io.NodeOutput:
-        from ..anytalker_core.faces import detect_faces
-        from ..anytalker_core.identities import route_from_boxes
-        from ..anytalker_core.preview import preview
-        from ..anytalker_core.routing import box_mask
+        from ..anytalker_core.people.faces import detect_faces
+        from ..anytalker_core.people.masks import box_mask
+        from ..anytalker_core.people.preview import preview
+        from ..anytalker_core.people.routing import route_from_boxes
 
         picture = image[0, :, :, :3]
         height, width = picture.shape[:2]
-        boxes = detect_faces(picture, n=people, backend=backend, root=_insightface_root())
+        boxes = detect_faces(picture, n=people, backend=backend, root=insightface_root())
         masks = torch.stack([box_mask(b, height, width) for b in boxes])
         routing = route_from_boxes(picture, boxes, 1)
         return io.NodeOutput(masks, preview(picture, routing)[None], ui={"text": [routing.describe()]})
 
 
-def _insightface_root() -> str | None:
+def insightface_root() -> str | None:
     import os
 
     import folder_paths
@@ -103,11 +98,10 @@ class AnyTalkerIdentity(io.ComfyNode):
                 io.Int.Input("face", default=1, min=1, max=64,
                              tooltip="Which mask of a mask batch (Face Detect numbers people left to right); "
                              "ignored for a single mask."),
-                io.ClipVision.Input("clip_vision", tooltip="clip_vision_h: encodes this person's face crop."),
                 VOICE.Input("voice", optional=True, tooltip="This person's voice. Leave empty for a listener."),
                 IDENTITIES.Input("identities", optional=True,
                                  tooltip="The people added so far; this one is appended."),
-                io.Float.Input("offset", default=0.0, min=0.0, max=600.0, step=0.05, optional=True,
+                io.Float.Input("offset", default=0.0, min=0.0, max=600.0, step=0.05, optional=True, **EXPERT,
                                tooltip="Seconds of silence before this voice starts."),
             ],
             outputs=[IDENTITIES.Output(display_name="identities",
@@ -116,7 +110,7 @@ class AnyTalkerIdentity(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def execute(cls, face_mask, face, clip_vision, voice=None, identities=None, offset=0.0) -> io.NodeOutput:
+    def execute(cls, face_mask, face, voice=None, identities=None, offset=0.0) -> io.NodeOutput:
         mask = face_mask if face_mask.dim() == 3 else face_mask[None]
         if mask.shape[0] > 1:
             if face > mask.shape[0]:
@@ -127,5 +121,5 @@ class AnyTalkerIdentity(io.ComfyNode):
             mask = mask[face - 1]
         else:
             mask = mask[0]
-        person = Identity(voice=voice, face_mask=mask.float().cpu(), clip_vision=clip_vision, offset=float(offset))
+        person = Identity(voice=voice, face_mask=mask.float().cpu(), offset=float(offset))
         return io.NodeOutput(tuple(identities or ()) + (person,))

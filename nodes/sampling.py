@@ -7,15 +7,13 @@ from typing import Any, Callable
 import torch
 from comfy_api.latest import io
 
-SOLVER_NAMES = ["unipc", "euler", "dpmpp_2m"]
+from ..anytalker_core.sampling import SOLVER_NAMES, flow_sigmas, get_solver
+from .schema import EXPERT, sampling_inputs
 
 
 def ksampler_function(solver: str) -> Callable[..., torch.Tensor]:
     """Our solver in the k-diffusion signature the host's ``KSAMPLER`` drives (``model(x, sigma) -> x0``)."""
-    from ..anytalker_core.solvers import SOLVERS
-
-    if solver not in SOLVERS:
-        raise ValueError(f"solver {solver!r}: expected one of {', '.join(SOLVER_NAMES)}")
+    solve = get_solver(solver)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **_: Any) -> torch.Tensor:
         import comfy.model_management as mm
@@ -34,7 +32,7 @@ def ksampler_function(solver: str) -> Callable[..., torch.Tensor]:
             mm.throw_exception_if_processing_interrupted()  # the host's own interrupt, between steps
             return False
 
-        return SOLVERS[solver](denoise, x, sigmas, callback=report, should_stop=should_stop)
+        return solve(denoise, x, sigmas, callback=report, should_stop=should_stop)
 
     return sample
 
@@ -58,15 +56,7 @@ class AnyTalkerSampler(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="From AnyTalker Image To Video."),
                 io.Conditioning.Input("negative", tooltip="From AnyTalker Image To Video."),
                 io.Latent.Input("latent", tooltip="From AnyTalker Image To Video."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="The noise seed."),
-                io.Int.Input("steps", default=40, min=1, max=200, tooltip="40 for 1.3B, 20 for 14B (the reference's)."),
-                io.Float.Input("cfg", default=4.5, min=0.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Guidance for prompt and voices together (the reference's 4.5)."),
-                io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Noise schedule shift: 5 (the reference's default), 3 advised for 480p."),
-                io.Combo.Input("solver", options=SOLVER_NAMES, default="unipc",
-                               tooltip="unipc: the reference's; euler and dpmpp_2m are lighter."),
+                *sampling_inputs(),
             ],
             outputs=[io.Latent.Output(tooltip="Decode with VAEDecode.")],
         )  # fmt: skip
@@ -76,8 +66,6 @@ class AnyTalkerSampler(io.ComfyNode):
         import comfy.sample
         import comfy.utils
         import latent_preview
-
-        from ..anytalker_core.solvers import flow_sigmas
 
         sigmas, _ = flow_sigmas(steps, shift)
         latent_image = latent["samples"]
@@ -98,7 +86,7 @@ class AnyTalkerSamplerSelect(io.ComfyNode):
             display_name="AnyTalker Solver",
             category="AnyTalker/sampling",
             description="AnyTalker's solvers as a SAMPLER for SamplerCustom / SamplerCustomAdvanced.",
-            inputs=[io.Combo.Input("solver", options=SOLVER_NAMES, default="unipc",
+            inputs=[io.Combo.Input("solver", options=list(SOLVER_NAMES), default="unipc",
                                    tooltip="unipc: the reference's flow UniPC (bh2, order 2).")],
             outputs=[io.Sampler.Output(tooltip="For SamplerCustom's sampler input.")],
         )  # fmt: skip
@@ -118,7 +106,7 @@ class AnyTalkerScheduler(io.ComfyNode):
             description="The reference's flow-matching sigmas (1000 training steps, shifted) for SamplerCustom.",
             inputs=[
                 io.Int.Input("steps", default=40, min=1, max=200, tooltip="Sampling steps."),
-                io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01, **EXPERT,
                                tooltip="Schedule shift (5 by default, 3 advised for 480p)."),
             ],
             outputs=[io.Sigmas.Output(tooltip="For SamplerCustom's sigmas input.")],
@@ -126,6 +114,4 @@ class AnyTalkerScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, steps, shift) -> io.NodeOutput:
-        from ..anytalker_core.solvers import flow_sigmas
-
         return io.NodeOutput(flow_sigmas(steps, shift)[0])

@@ -101,7 +101,7 @@ def schema_dict(node: type) -> dict[str, Any]:
     inputs = []
     for item in schema.inputs:
         entry = {"id": item.id, "type": item.get_io_type(), "optional": bool(item.optional), "tooltip": item.tooltip}
-        for key in ("default", "min", "max", "step", "options", "control_after_generate"):
+        for key in ("default", "min", "max", "step", "options", "control_after_generate", "advanced"):
             value = getattr(item, key, None)
             if value is not None:
                 entry[key] = list(value) if key == "options" else value

@@ -10,22 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anytalker_core.condition import (
-    CLIP_MEAN,
-    CLIP_STD,
+from anytalker_core.encoders.image import CLIP_MEAN, CLIP_STD, clip_input
+from anytalker_core.encoders.vae import (
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
     VideoVAE,
-    build_y,
-    clip_input,
     denormalize_latent,
-    first_frame_video,
     normalize_latent,
-    prepare_image,
-    target_size,
-    to_m11,
 )
-from anytalker_core.routing import y_mask_channels
+from anytalker_core.people.masks import y_mask_channels
+from anytalker_core.pipeline.condition import build_y, first_frame_video, prepare_image, target_size, to_m11
 
 # ------------------------------------------------------------------------------------------------- size rule
 

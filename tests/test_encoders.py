@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from anytalker_core.image_encoder import load_image_encoder
-from anytalker_core.loader import CheckpointError, dequantize
-from anytalker_core.text_encoder import EOS_ID, clean_prompt, load_text_encoder
-from anytalker_core.vae import load_vae
+from anytalker_core.encoders.image import load_image_encoder
+from anytalker_core.encoders.text import EOS_ID, clean_prompt, load_text_encoder
+from anytalker_core.encoders.vae import load_vae
+from anytalker_core.weights import CheckpointError, dequantize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
 

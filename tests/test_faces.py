@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from anytalker_core import faces
-from anytalker_core.faces import FaceError, detect_faces, find_faces
+from anytalker_core.people import faces
+from anytalker_core.people.faces import FaceError, detect_faces, find_faces
 from golden import SHARED, requires_shared
 
 EXAMPLES = SHARED / "examples"
@@ -229,7 +229,7 @@ def test_insightface_package_missing_explicit_error():
 
 @requires_shared
 def test_route_faces_binds_voices_left_to_right_on_a_real_photo():
-    from anytalker_core.identities import route_faces
+    from anytalker_core.people.routing import route_faces
 
     image = load("2p-0.png")
     routing = route_faces(image, 81, speakers=2)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from anytalker_core.identities import (
+from anytalker_core.people.masks import y_mask_channels
+from anytalker_core.people.preview import PALETTE, preview
+from anytalker_core.people.routing import (
     Routing,
     RoutingError,
     label_regions,
@@ -17,8 +19,6 @@ from anytalker_core.identities import (
     route_from_boxes,
     route_from_masks,
 )
-from anytalker_core.preview import PALETTE, preview
-from anytalker_core.routing import y_mask_channels
 from golden import REFERENCE, SHARED, requires_shared
 
 H, W = 96, 160  # a small video: token grid 6 x 10, latent grid 12 x 20

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from anytalker_core import demo, long
-from anytalker_core.audio import load_audio
-from anytalker_core.pipeline import _frames_uint8, generate
+from anytalker_core import demo
+from anytalker_core.people.audio import load_audio
+from anytalker_core.pipeline import standalone as pipeline
+from anytalker_core.pipeline import windows
+from anytalker_core.pipeline.colors import anchor_colors, color_stats
+from anytalker_core.pipeline.standalone import generate, render
+from anytalker_core.pipeline.windows import first_frame, plan_windows, to_uint8
+from anytalker_core.sampling import SamplingCancelled
 
 
 @pytest.fixture(scope="module")
@@ -23,53 +28,54 @@ SMALL = dict(mode=demo.MODE, size=(64, 96), steps=2, seed=7, device="cpu")
 
 def test_windows_tile_the_clip_without_gaps_or_doubles():
     for total, window, motion in [(41, 17, 5), (81, 81, 5), (9, 81, 5), (485, 81, 5), (45, 9, 1), (333, 81, 9)]:
-        plan = long.plan_windows(total, window, motion)
+        plan = plan_windows(total, window, motion)
         written = [f for w in plan for f in range(*w.written)]
         assert written == list(range(total)), (total, window, motion)
         assert all(w.length <= window and (w.length - 1) % 4 == 0 for w in plan)
         assert all(b.start == a.start + a.length - motion for a, b in zip(plan, plan[1:]))
-    assert len(long.plan_windows(81)) == 1 and len(long.plan_windows(85)) == 2
+    assert len(plan_windows(81)) == 1 and len(plan_windows(85)) == 2
     for bad in [dict(window=80), dict(motion_frames=4), dict(window=9, motion_frames=9)]:
         with pytest.raises(ValueError):
-            long.plan_windows(41, **bad)
+            plan_windows(41, **bad)
 
 
 def spy(monkeypatch):
     """Record every window's inputs and decoded output, and collect the frames instead of writing a file."""
     calls, chunks = [], []
-    real = long.sample_window
+    real = pipeline.sample_window
 
-    def sample_window(job, known, audio, masks, y_mask, callback=None, should_stop=None):
-        latent, video = real(job, known, audio, masks, y_mask, callback, should_stop)
-        calls.append(dict(job=job, known=known, audio=audio, masks=masks, y_mask=y_mask, video=video))
+    def sample_window(job, inputs, callback=None, should_stop=None):
+        latent, video = real(job, inputs, callback, should_stop)
+        calls.append(dict(job=job, known=inputs.known, audio=inputs.audio, masks=inputs.token_masks,
+                          y_mask=inputs.y_mask, video=video))  # fmt: skip
         return latent, video
 
     def write_video(path, frames, *args, **kwargs):
         chunks.extend(frames)
         return path
 
-    monkeypatch.setattr(long, "sample_window", sample_window)
-    monkeypatch.setattr(long, "write_video", write_video)
+    monkeypatch.setattr(pipeline, "sample_window", sample_window)
+    monkeypatch.setattr(pipeline, "write_video", write_video)
     return calls, chunks
 
 
 def test_windows_slice_one_timeline_and_hand_on_their_last_frames(models, monkeypatch, tmp_path):
     calls, chunks = spy(monkeypatch)
-    result = long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "x.mp4", window=17,
+    result = render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "x.mp4", window=17,
                          motion_frames=5, **SMALL)  # fmt: skip
     assert [w.start for w in result.windows] == [0, 12, 24] and len(calls) == 3
-    job = calls[0]["job"]
+    scene = calls[0]["job"].scene
     for w, call in zip(result.windows, calls):
-        for person, features in enumerate(job.layout.features):  # the global features, sliced
+        for person, features in enumerate(scene.layout.features):  # the global features, sliced
             assert torch.equal(call["audio"][person], features[w.start : w.start + w.length])
         known_latent = (w.known - 1) // 4 + 1
         assert torch.all(call["y_mask"][:, :known_latent] == 1)  # given frames marked like frame 0
         assert call["y_mask"][:, known_latent:].max() < 1.5 and call["y_mask"].shape[1] == (w.length - 1) // 4 + 1
-    target = long.color_stats(_frames_uint8(long.prepare_image(job.picture, job.size)[None, :, None])[0].numpy())
+    target = color_stats(to_uint8(first_frame(scene)[None])[0].numpy())
     for k in range(len(calls) - 1):
-        frames = _frames_uint8(calls[k]["video"]).numpy()
+        frames = to_uint8(calls[k]["video"]).numpy()
         if k > 0:
-            frames = long.anchor_colors(frames, target)
+            frames = anchor_colors(frames, target)
         expected = torch.from_numpy(frames[-5:]).permute(3, 0, 1, 2).float().div(127.5).sub(1)
         assert torch.equal(calls[k + 1]["known"], expected)  # window k+1 starts from window k's last 5 frames
     assert sum(len(c) for c in chunks) == result.frames == 41  # overlaps written once
@@ -77,14 +83,14 @@ def test_windows_slice_one_timeline_and_hand_on_their_last_frames(models, monkey
 
 def test_one_window_is_the_one_pass_pipeline(models, monkeypatch, tmp_path):
     _, chunks = spy(monkeypatch)
-    long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "x.mp4", num_frames=9, **SMALL)
+    render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "x.mp4", num_frames=9, **SMALL)
     video = generate(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, num_frames=9, **SMALL)
     assert len(chunks) == 1 and np.array_equal(chunks[0], video.frames.numpy())
 
 
 def test_the_file_has_every_frame_and_audio_in_sync(models, tmp_path):
     out = tmp_path / "long.mp4"
-    result = long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, window=17, motion_frames=5,
+    result = render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, window=17, motion_frames=5,
                          **SMALL)  # fmt: skip
     with av.open(str(out)) as container:
         frames = sum(1 for _ in container.decode(video=0))
@@ -98,7 +104,7 @@ def test_the_file_has_every_frame_and_audio_in_sync(models, tmp_path):
 def test_cancel_between_windows_keeps_a_playable_file(models, tmp_path):
     done = []
     out = tmp_path / "cut.mp4"
-    result = long.render(
+    result = render(
         models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, window=17, motion_frames=5,
         on_window=lambda w, total: done.append(w.index), should_stop=lambda: len(done) >= 2, **SMALL,
     )  # fmt: skip
@@ -108,8 +114,8 @@ def test_cancel_between_windows_keeps_a_playable_file(models, tmp_path):
     with av.open(str(out)) as container:
         stream = container.streams.audio[0]
         assert abs(sum(f.samples for f in container.decode(audio=0)) / stream.rate - 17 / 24) < 0.05
-    with pytest.raises(long.SamplingCancelled):  # nothing finished: nothing written
-        long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "none.mp4",
+    with pytest.raises(SamplingCancelled):  # nothing finished: nothing written
+        render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, tmp_path / "none.mp4",
                     should_stop=lambda: True, **SMALL)  # fmt: skip
     assert not (tmp_path / "none.mp4").exists()
 
@@ -117,14 +123,14 @@ def test_cancel_between_windows_keeps_a_playable_file(models, tmp_path):
 def test_color_anchoring_undoes_a_tint():
     rng = np.random.default_rng(0)
     picture = rng.integers(40, 216, size=(32, 48, 3)).astype(np.uint8)
-    target = long.color_stats(picture)
+    target = color_stats(picture)
     tinted = np.clip(np.stack([picture] * 3).astype(np.int16) * [1.25, 0.85, 0.7] + [20, 0, -10], 0, 255)
     tinted = tinted.astype(np.uint8)
-    before = np.abs(np.array(long.color_stats(tinted)) - np.array(target)).max()
-    fixed = long.anchor_colors(tinted, target)
-    after = np.abs(np.array(long.color_stats(fixed)) - np.array(target)).max()
+    before = np.abs(np.array(color_stats(tinted)) - np.array(target)).max()
+    fixed = anchor_colors(tinted, target)
+    after = np.abs(np.array(color_stats(fixed)) - np.array(target)).max()
     assert before > 10 and after < 0.15 * before and fixed.shape == tinted.shape and fixed.dtype == np.uint8
-    assert np.array_equal(long.anchor_colors(tinted, target, strength=0.0), tinted)
+    assert np.array_equal(anchor_colors(tinted, target, strength=0.0), tinted)
 
 
 def test_face_tracking_keeps_the_binding():
@@ -132,9 +138,9 @@ def test_face_tracking_keeps_the_binding():
 
     frame = read_image(demo.IMAGE)
     boxes = [(237.0, 56.0, 317.0, 136.0), (72.0, 37.0, 161.0, 126.0)]  # voice 1 on the right face
-    tracked = long.track_boxes(frame, boxes, backend="haar")
+    tracked = windows.track_boxes(frame, boxes, backend="haar")
     assert tracked[0][0] > tracked[1][0]  # still right, then left
-    assert long.track_boxes(np.zeros_like(frame), boxes, backend="haar") == boxes  # nobody found: kept
+    assert windows.track_boxes(np.zeros_like(frame), boxes, backend="haar") == boxes  # nobody found: kept
 
 
 def test_long_tracks_encode_in_chunks_close_to_one_pass(models):
@@ -153,7 +159,29 @@ def test_long_tracks_encode_in_chunks_close_to_one_pass(models):
 def test_an_existing_file_is_refused_before_any_work(models, tmp_path, monkeypatch):
     out = tmp_path / "taken.mp4"
     out.write_bytes(b"keep me")
-    monkeypatch.setattr(long, "prepare", lambda *a, **k: pytest.fail("prepared before checking the output"))
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **k: pytest.fail("prepared before checking the output"))
     with pytest.raises(FileExistsError, match="overwrite"):
-        long.render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, **SMALL)
+        render(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, out, **SMALL)
     assert out.read_bytes() == b"keep me"
+
+
+def test_the_window_engine_drives_any_sampler(models):
+    """The ComfyUI node samples through the host; the engine only needs "inputs -> uint8 frames"."""
+    scene = pipeline.prepare(models, demo.IMAGE, list(demo.AUDIO), demo.PROMPT, num_frames=41, **SMALL).scene
+    seen = []
+
+    def sample_window(inputs):
+        w = inputs.window
+        seen.append(inputs)
+        frames = np.zeros((w.length, *scene.size, 3), np.uint8)
+        frames[:] = np.arange(w.length, dtype=np.uint8)[:, None, None, None] + 10 * w.index
+        return frames
+
+    run = windows.WindowRun(scene, sample_window, window=17, motion_frames=5, color_anchor=False)
+    frames = np.concatenate(list(run))
+    assert [i.window.start for i in seen] == [0, 12, 24] and frames.shape[0] == run.frames == 41
+    assert frames[:17, 0, 0, 0].tolist() == list(range(17))  # window 0 whole, then only the new frames
+    assert frames[17:29, 0, 0, 0].tolist() == [10 + k for k in range(5, 17)]
+    expected = torch.from_numpy(np.arange(12, 17, dtype=np.float32)).div(127.5).sub(1)
+    assert torch.equal(seen[1].known[0, :, 0, 0], expected)  # window 1 starts from window 0's last 5 frames
+    assert seen[0].known.shape[1] == 1 and torch.equal(seen[0].known, windows.first_frame(scene))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import anytalker_core as at
-import anytalker_core.model as model_module
+import anytalker_core.model.dit as dit_module
 from micro import micro_config, micro_inputs, micro_model, run
 
 VARIANTS = ["af", "legacy"]
@@ -19,9 +19,13 @@ def token_region(mask: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_voice_moves_only_its_own_face(variant):
-    """With one block (no self-attention after the audio), identity 0's audio changes only its masked tokens."""
+    """With one block (no self-attention after the audio), identity 0's audio changes only its masked tokens.
+
+    Identity 0's face is L-shaped: its bounding box holds a token outside the mask, which must not move.
+    """
     model = micro_model(variant, num_layers=1)
     inputs = micro_inputs(model.config, identities=3)
+    inputs["masks"][0][:, :, 1, 1] = 0  # box rows 0:2, cols 0:2; the mask leaves out (1, 1)
     base = run(model, inputs)
     louder = dict(inputs, audio=[inputs["audio"][0] * 3.0 + 1.0, *inputs["audio"][1:]])
     changed = (run(model, louder) - base).abs()
@@ -37,7 +41,11 @@ def test_cropping_to_the_face_box_changes_nothing(variant, monkeypatch):
     inputs = micro_inputs(model.config, identities=2, frames=3)
     inputs["masks"][1][:, 1, 2, 3] = 0.25  # a soft edge in one frame only
     cropped = run(model, inputs)
-    monkeypatch.setattr(model_module, "mask_boxes", lambda masks: [(0, masks.shape[3], 0, masks.shape[4])] * len(masks))
+
+    def whole_grid(masks):
+        return [(0, masks.shape[3], 0, masks.shape[4])] * len(masks)
+
+    monkeypatch.setattr(dit_module, "mask_boxes", whole_grid)  # where the model computes the boxes
     full = run(model, inputs)
     assert (cropped - full).abs().max() < 1e-5
 
@@ -50,12 +58,20 @@ def test_reference_mask_layout_and_boolean_masks_are_accepted():
     assert torch.equal(run(model, dict(inputs, masks=as_reference)), expected)
 
 
-def test_af_listener_with_empty_mask_is_the_same_as_no_identity():
-    model = micro_model("af")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_listener_with_an_empty_mask_is_the_same_as_no_identity(variant):
+    """A person whose mask is empty adds nothing.
+
+    Equal up to float rounding, not bit for bit: every identity's audio goes through the projection MLP in
+    one batch, and a CPU's matmul kernel may round the speaker's rows differently in a batch of 2 than of 1
+    (up to 3e-7 of the output's size here). Any real contribution would be orders of magnitude above 1e-5.
+    """
+    model = micro_model(variant)
     inputs = micro_inputs(model.config, identities=2)
     inputs["masks"][1].zero_()
     one = dict(inputs, audio=inputs["audio"][:1], faces=inputs["faces"][:1], masks=inputs["masks"][:1])
-    assert torch.equal(run(model, inputs), run(model, one))
+    expected = run(model, one)
+    assert (run(model, inputs) - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -207,7 +207,8 @@ def test_host_dit_reads_the_hosts_packed_inputs(pack):
 
 
 def test_host_sampler_equals_our_solver_and_reports_like_k_diffusion(pack, host):
-    from anytalker_core.solvers import flow_sigmas, sample_unipc
+    from anytalker_core.sampling import flow_sigmas
+    from anytalker_core.sampling.solvers import sample_unipc
 
     sampling = importlib.import_module(f"{PACK}.nodes.sampling")
     sigmas, _ = flow_sigmas(6, 5.0)
@@ -253,8 +254,8 @@ class FakeVae:
 
 def test_people_and_image_to_video_build_the_conditioning(pack, host):
     from anytalker_core import demo
-    from anytalker_core.audio import load_audio
     from anytalker_core.images import read_image
+    from anytalker_core.people.audio import load_audio
 
     _, nodes = pack
     models = demo.tiny_models()
@@ -265,20 +266,20 @@ def test_people_and_image_to_video_build_the_conditioning(pack, host):
 
     masks, preview = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args
     assert masks.shape == (2, 256, 384) and preview.shape[0] == 1
-    voices = [nodes.AnyTalkerVoice.execute(a, encoder).args[0] for a in audio]
+    voices = [nodes.AnyTalkerVoice.execute(a).args[0] for a in audio]
     assert voices[0].seconds == pytest.approx(0.9)
     # chained right person first: the voice stays with its own face, whatever the left-to-right order
-    chain = nodes.AnyTalkerIdentity.execute(masks, 2, clip, voice=voices[1]).args[0]
-    chain = nodes.AnyTalkerIdentity.execute(masks, 1, clip, voice=voices[0], identities=chain).args[0]
-    chain = nodes.AnyTalkerIdentity.execute(masks[:1], 1, clip, identities=chain).args[0]  # a listener
+    chain = nodes.AnyTalkerIdentity.execute(masks, 2, voice=voices[1]).args[0]
+    chain = nodes.AnyTalkerIdentity.execute(masks, 1, voice=voices[0], identities=chain).args[0]
+    chain = nodes.AnyTalkerIdentity.execute(masks[:1], 1, identities=chain).args[0]  # a listener
     assert len(chain) == 3 and chain[2].voice is None
     with pytest.raises(ValueError, match="face 3"):
-        nodes.AnyTalkerIdentity.execute(masks, 3, clip)
+        nodes.AnyTalkerIdentity.execute(masks, 3)
 
     vae = FakeVae(models.vae)
     cond = [[torch.zeros(1, 512, 32), {}]]
     out = nodes.AnyTalkerImageToVideo.execute(
-        cond, cond, vae, picture, chain[:2], width=96, height=64, length=9, mode="pad"
+        cond, cond, vae, clip, encoder, picture, chain[:2], width=96, height=64, length=9, mode="pad"
     )  # fmt: skip
     positive, negative, latent, mix, binding = out.args
     extras = positive[0][1]
@@ -297,13 +298,13 @@ def test_people_and_image_to_video_build_the_conditioning(pack, host):
     token = extras["anytalker_masks"][0, 0, 0]
     assert token[:, 3:].sum() > token[:, :3].sum()
     with pytest.raises(ValueError, match="multiples of 32"):
-        nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, picture, chain[:2], width=100, height=64)
+        nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, clip, encoder, picture, chain[:2], width=100, height=64)
 
 
 def people(nodes, models):
     from anytalker_core import demo
-    from anytalker_core.audio import load_audio
     from anytalker_core.images import read_image
+    from anytalker_core.people.audio import load_audio
 
     encoder = types.SimpleNamespace(model=models.audio_encoder.model, patcher=None)
     clip = FakeClipVision(models.image_encoder.model)
@@ -311,10 +312,9 @@ def people(nodes, models):
     masks = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args[0]
     chain = None
     for k, path in enumerate(demo.AUDIO):
-        voice = nodes.AnyTalkerVoice.execute({"waveform": load_audio(path)[None, None], "sample_rate": 16000},
-                                             encoder).args[0]  # fmt: skip
-        chain = nodes.AnyTalkerIdentity.execute(masks, k + 1, clip, voice=voice, identities=chain).args[0]
-    return picture, chain
+        voice = nodes.AnyTalkerVoice.execute({"waveform": load_audio(path)[None, None], "sample_rate": 16000}).args[0]
+        chain = nodes.AnyTalkerIdentity.execute(masks, k + 1, voice=voice, identities=chain).args[0]
+    return picture, chain, clip, encoder
 
 
 def test_extend_continues_from_the_previous_frames(pack, host):
@@ -322,13 +322,13 @@ def test_extend_continues_from_the_previous_frames(pack, host):
 
     _, nodes = pack
     models = demo.tiny_models()
-    picture, chain = people(nodes, models)
+    picture, chain, clip, encoder = people(nodes, models)
     vae = FakeVae(models.vae)
     cond = [[torch.zeros(1, 512, 32), {}]]
     previous = torch.rand(17, 64, 96, 3)
     args = dict(width=96, height=64, length=41, mode="concat", window=17, motion_frames=5)
     positive, negative, latent, trim, left = nodes.AnyTalkerExtend.execute(
-        cond, cond, vae, picture, chain, previous_frames=previous, **args
+        cond, cond, vae, clip, encoder, picture, chain, previous_frames=previous, **args
     ).args
     assert trim == 5 and left == 41 - (12 + 17)  # the window covers frames 12..28
     extras = positive[0][1]
@@ -336,12 +336,12 @@ def test_extend_continues_from_the_previous_frames(pack, host):
     assert torch.all(extras["anytalker_y_mask"][0, :, :2] == 1)  # 5 known frames = latent frames 0 and 1
     assert torch.allclose(vae.seen[-1][:5], previous[-5:], atol=1e-6)  # the last 5 frames, then grey
     assert torch.allclose(vae.seen[-1][5:], torch.full_like(vae.seen[-1][5:], 0.5))
-    whole = nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, picture, chain, width=96, height=64, length=41,
-                                                mode="concat").args[0][0][1]["anytalker_audio"]  # fmt: skip
+    whole = nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, clip, encoder, picture, chain, width=96, height=64,
+                                                length=41, mode="concat").args[0][0][1]["anytalker_audio"]  # fmt: skip
     assert torch.equal(extras["anytalker_audio"], whole[:, :, 12:29])  # the clip's one timeline, sliced
     with pytest.raises(ValueError, match="complete"):
-        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(41, 64, 96, 3),
-                                      **args)  # fmt: skip
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, clip, encoder, picture, chain,
+                                      previous_frames=torch.rand(41, 64, 96, 3), **args)  # fmt: skip
 
 
 def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
@@ -349,7 +349,7 @@ def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
 
     _, nodes = pack
     models = demo.tiny_models()
-    picture, chain = people(nodes, models)
+    picture, chain, clip, encoder = people(nodes, models)
     calls, masks_seen = [], []
     sample = types.ModuleType("comfy.sample")
     sample.prepare_noise = lambda latent, seed: torch.zeros_like(latent)
@@ -375,9 +375,9 @@ def test_long_video_node_renders_every_frame_once(pack, host, monkeypatch):
             return video[0].permute(1, 2, 3, 0).add(1).mul(0.5)[None]
 
     frames, audio = nodes.AnyTalkerLongVideo.execute(
-        None, [[torch.zeros(1, 512, 32), {}]], [[torch.zeros(1, 512, 32), {}]], DecodingVae(models.vae), picture,
-        chain, width=96, height=64, length=41, mode="concat", window=17, motion_frames=5, seed=1, steps=2, cfg=4.5,
-        shift=5.0, solver="unipc", color_anchor=True, follow_faces=True,
+        None, [[torch.zeros(1, 512, 32), {}]], [[torch.zeros(1, 512, 32), {}]], DecodingVae(models.vae), clip,
+        encoder, picture, chain, width=96, height=64, length=41, mode="concat", window=17, motion_frames=5, seed=1,
+        steps=2, cfg=4.5, shift=5.0, solver="unipc", color_anchor=True, follow_faces=True,
     ).args  # fmt: skip
     assert calls == [17, 17, 17] and frames.shape == (41, 64, 96, 3)
     assert masks_seen[1:] == [(1, 2, 5, 4, 6)] * 2  # re-routed per window (faces kept when none are found)
@@ -398,14 +398,15 @@ def test_extend_and_loader_refuse_bad_inputs_clearly(pack, host, tmp_path):
 
     _, nodes = pack
     models = demo.tiny_models()
-    picture, chain = people(nodes, models)
+    picture, chain, clip, encoder = people(nodes, models)
     vae, cond = FakeVae(models.vae), [[torch.zeros(1, 512, 32), {}]]
     args = dict(width=96, height=64, length=41, mode="concat", window=17, motion_frames=5)
     with pytest.raises(ValueError, match="at least motion_frames"):
-        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(3, 64, 96, 3), **args)
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, clip, encoder, picture, chain,
+                                      previous_frames=torch.rand(3, 64, 96, 3), **args)  # fmt: skip
     with pytest.raises(ValueError, match="previous_frames are 64x32 but the video is 96x64"):
-        nodes.AnyTalkerExtend.execute(cond, cond, vae, picture, chain, previous_frames=torch.rand(17, 32, 64, 3),
-                                      **args)  # fmt: skip
+        nodes.AnyTalkerExtend.execute(cond, cond, vae, clip, encoder, picture, chain,
+                                      previous_frames=torch.rand(17, 32, 64, 3), **args)  # fmt: skip
     loaders = importlib.import_module(f"{PACK}.nodes.loaders")
     with pytest.raises(FileNotFoundError, match="models/anytalker or models/diffusion_models"):
         loaders.checkpoint_path("missing.pth")

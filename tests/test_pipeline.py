@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from anytalker_core import demo
 from anytalker_core.__main__ import main
-from anytalker_core.pipeline import generate
+from anytalker_core.pipeline.standalone import generate
 from anytalker_core.sampling import SamplingCancelled
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import anytalker_core as at
-from anytalker_core.loader import check_keys, resolve_config
+from anytalker_core.model.loader import check_keys, resolve_config
 from golden import REFERENCE, requires_shared
 
 pytestmark = requires_shared

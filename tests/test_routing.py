@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from anytalker_core.routing import box_mask, square_box, token_mask, widen_mask, y_mask_channels
+from anytalker_core.people.masks import box_mask, square_box, token_mask, widen_mask, y_mask_channels
 from golden import REFERENCE, requires_shared
 
 HELPERS = REFERENCE / "helpers"
@@ -61,5 +61,5 @@ def test_y_mask_marks_the_first_frame_and_the_faces():
     assert y.shape == (4, 3, 12, 20)
     assert torch.all(y[:, 0] == 1)  # the given picture
     assert y[:, 1:, 5, 6].min() > 0 and y[:, 1:, 0, 0].max() == 0  # the face region, not the background
-    with pytest.raises(ValueError, match="video_frames is 8; expected 4n\\+1"):
+    with pytest.raises(ValueError, match="video_frames is 8; the model needs 4n\\+1 video frames .*: use 5 or 9"):
         y_mask_channels([face], (12, 20), 8)

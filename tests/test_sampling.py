@@ -10,13 +10,17 @@ import torch
 
 import anytalker_core as at
 from anytalker_core.sampling import (
+    SOLVER_NAMES,
+    SOLVERS,
     SamplingCancelled,
     flow_sigmas,
+    get_solver,
+    negative_cond,
+    null_audio,
     sample,
-    sample_dpmpp_2m,
-    sample_euler,
-    sample_unipc,
 )
+from anytalker_core.sampling.schedule import timestep_lookup
+from anytalker_core.sampling.solvers import sample_dpmpp_2m, sample_euler, sample_unipc
 from golden import REFERENCE, requires_shared, rule_audio, rule_state_dict
 
 SAMPLING = REFERENCE / "sampling"
@@ -40,7 +44,7 @@ def _fixture():
     masks = [tensors[f"in.masks.{i}"] for i in range(n)]
     common = dict(clip=tensors["in.clip"], y=tensors["in.y"], faces=faces, masks=masks)
     cond = dict(text=tensors["in.text"], audio=audio, **common)
-    uncond = dict(text=tensors["in.negative_text"], audio=[torch.zeros_like(a) for a in audio], **common)
+    uncond = negative_cond(cond, tensors["in.negative_text"])
     return meta, tensors, model, cond, uncond
 
 
@@ -166,6 +170,13 @@ def test_schedule_known_values():
     assert flow_sigmas(40, 5.0)[1].tolist()[:4] == [999, 994, 989, 984]
 
 
+def test_timestep_lookup_schedule_and_other_sigmas():
+    sigmas, timesteps = flow_sigmas(4, 5.0)
+    timestep = timestep_lookup(sigmas, timesteps)
+    assert [timestep(s) for s in sigmas[:-1].tolist()] == timesteps.tolist()
+    assert timestep(0.5) == 500 and timestep(0.0) == 0
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -182,6 +193,14 @@ def test_schedule_rejects_bad_arguments(kwargs, match):
 
 # ---------------------------------------------------------------------------------------------------------
 # solvers on toy problems
+
+
+def test_solver_names_and_table():
+    assert SOLVER_NAMES == ("unipc", "euler", "dpmpp_2m") == tuple(SOLVERS)
+    assert all(get_solver(name) is SOLVER_FNS[name] is SOLVERS[name] for name in SOLVER_NAMES)
+    for bad in ("ddim", None, "UniPC"):
+        with pytest.raises(ValueError, match="expected one of unipc, euler, dpmpp_2m"):
+            get_solver(bad)
 
 
 def _toy_velocity_model(target: torch.Tensor, steps: int, shift: float = 5.0):
@@ -291,7 +310,7 @@ def test_sample_batches_identities_per_identity():
     cond = dict(
         text=torch.ones(1, 7, 8), clip=torch.zeros(1, 1, 1), y=torch.zeros(1, 1), audio=audio, faces=faces, masks=masks
     )
-    uncond = dict(cond, text=torch.ones(1, 4, 8), audio=[torch.zeros_like(a) for a in audio])
+    uncond = negative_cond(cond, torch.ones(1, 4, 8))
     sample(model, torch.zeros(1, 16, 2, 4, 4), steps=1, cond=cond, uncond=uncond)
     assert seen["b"] == 2 and seen["t"].tolist() == [999, 999] and seen["t"].dtype == torch.int64
     assert seen["text"].shape == (2, 7, 8) and seen["text"][1, 4:].abs().sum() == 0  # zero-padded negative
@@ -320,7 +339,7 @@ def test_sample_separate_calls_when_identities_differ():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(solver="ddim"), "dpmpp_2m, euler, unipc"),
+        (dict(solver="ddim"), "unipc, euler, dpmpp_2m"),
         (dict(steps=0), "steps"),
         (dict(shift=0.0), "shift"),
         (dict(shift=-2.0), "shift"),
@@ -332,3 +351,34 @@ def test_sample_rejects_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         sample(lambda x, t, **kw: x, torch.zeros(1, 16, 1, 2, 2), **args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the unconditional inputs
+
+
+def test_null_audio_zeros_of_the_same_shapes():
+    one = torch.randn(1, 5, 5, 12, 8, dtype=torch.float64)
+    zero = null_audio(one)
+    assert isinstance(zero, torch.Tensor) and zero.shape == one.shape and zero.dtype == torch.float64
+    assert not zero.any() and one.any()  # the input is left alone
+    many = [torch.randn(1, 5, 5, 12, 8), torch.randn(1, 3, 5, 12, 8)]
+    zeros = null_audio(many)
+    assert isinstance(zeros, list) and [z.shape for z in zeros] == [a.shape for a in many]
+    assert not any(z.any() for z in zeros)
+    assert null_audio(tuple(many))[1].shape == many[1].shape and null_audio(None) is None
+    with pytest.raises(TypeError, match="audio"):
+        null_audio([torch.ones(1), "x"])
+
+
+def test_negative_cond_keeps_everything_but_audio_and_text():
+    audio = [torch.ones(1, 5, 5, 12, 8), torch.full((1, 5, 5, 12, 8), 2.0)]
+    cond = dict(_toy_cond(), audio=audio, faces=[torch.ones(1, 5, 4)] * 2, masks=[torch.ones(1, 2, 2, 2)] * 2)
+    negative = torch.full((1, 4, 8), 3.0)
+    unc = negative_cond(cond, negative)
+    assert unc["text"] is negative and all(unc[k] is cond[k] for k in ("clip", "y", "faces", "masks"))
+    assert [a.shape for a in unc["audio"]] == [a.shape for a in audio] and not any(a.any() for a in unc["audio"])
+    assert cond["audio"] is audio and audio[0].all()  # cond itself is unchanged
+    silent = negative_cond(cond)
+    assert silent["text"] is cond["text"] and not any(a.any() for a in silent["audio"])
+    assert "audio" not in negative_cond(_toy_cond()) and negative_cond(dict(_toy_cond(), audio=None))["audio"] is None

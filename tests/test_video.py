@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anytalker_core.video import write_png, write_video
+from anytalker_core.pipeline.writer import write_png, write_video
 
 F, H, W, FPS, SR = 24, 48, 64, 24, 44100
 

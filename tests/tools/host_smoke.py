@@ -116,7 +116,7 @@ def prepare(comfy_dir: Path) -> None:
     import numpy as np
 
     from anytalker_core.images import read_image
-    from anytalker_core.video import write_png
+    from anytalker_core.pipeline.writer import write_png
 
     anchors, pair = read_image(EXAMPLES / "2p-1.png"), read_image(EXAMPLES / "2p-0.png")
     left = torch.from_numpy(np.ascontiguousarray(pair[:, :426])).permute(2, 0, 1)[None].float()
@@ -141,13 +141,14 @@ def prompt() -> dict:
         "9": node("AnyTalkerFaceDetect", image=["8", 0], people=2, backend="auto"),
         "10": node("LoadAudio", audio="2p-1-left.wav"),
         "11": node("LoadAudio", audio="2p-1-right.wav"),
-        "12": node("AnyTalkerVoice", audio=["10", 0], audio_encoder=["7", 0]),
-        "13": node("AnyTalkerVoice", audio=["11", 0], audio_encoder=["7", 0]),
-        "14": node("AnyTalkerIdentity", face_mask=["9", 0], face=1, clip_vision=["6", 0], voice=["12", 0], offset=0.0),
-        "15": node("AnyTalkerIdentity", face_mask=["9", 0], face=2, clip_vision=["6", 0], voice=["13", 0],
-                   identities=["14", 0], offset=0.0),
-        "16": node("AnyTalkerImageToVideo", positive=["3", 0], negative=["4", 0], vae=["5", 0], start_image=["8", 0],
-                   identities=["15", 0], width=96, height=64, length=9, mode="pad"),
+        "12": node("AnyTalkerVoice", audio=["10", 0]),
+        "13": node("AnyTalkerVoice", audio=["11", 0]),
+        "14": node("AnyTalkerIdentity", face_mask=["9", 0], face=1, voice=["12", 0], offset=0.0),
+        "15": node("AnyTalkerIdentity", face_mask=["9", 0], face=2, voice=["13", 0], identities=["14", 0],
+                   offset=0.0),
+        "16": node("AnyTalkerImageToVideo", positive=["3", 0], negative=["4", 0], vae=["5", 0],
+                   clip_vision=["6", 0], audio_encoder=["7", 0], start_image=["8", 0], identities=["15", 0],
+                   width=96, height=64, length=9, mode="pad"),
         "17": node("AnyTalkerSampler", model=["1", 0], positive=["16", 0], negative=["16", 1], latent=["16", 2],
                    seed=1, steps=2, cfg=4.5, shift=5.0, solver="unipc"),
         "18": node("VAEDecode", samples=["17", 0], vae=["5", 0]),

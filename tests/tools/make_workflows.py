@@ -91,17 +91,18 @@ def workflow(picture: str, voices: list[str | None], prompt: str, mode: str, not
     chain = None
     for k, track in enumerate(voices):
         y = 480 + 260 * k
-        links = {"face_mask": (faces, 0), "clip_vision": (vision, 0)}
+        links = {"face_mask": (faces, 0)}
         if track is not None:
             audio = g.add("LoadAudio", [track, None, None], (720, y), f"Voice of person {k + 1}")
-            links["voice"] = (g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0), audio_encoder=(encoder, 0)), 0)
+            links["voice"] = (g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0)), 0)
         if chain is not None:
             links["identities"] = (chain, 0)
         title = f"Person {k + 1}" + (" (listener)" if track is None else "")
         chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), title, **links)
     video = g.add(
         "AnyTalkerImageToVideo", [0, 0, 0, mode], (1640, 200), positive=(positive, 0), negative=(negative, 0),
-        vae=(vae, 0), start_image=(image, 0), identities=(chain, 0),
+        vae=(vae, 0), clip_vision=(vision, 0), audio_encoder=(encoder, 0), start_image=(image, 0),
+        identities=(chain, 0),
     )  # fmt: skip
     g.add("PreviewImage", [], (1640, 560), "Who drives which face", images=(video, 4))
     samples = g.add(
@@ -132,15 +133,15 @@ def conversation(note: str) -> Graph:
         y = 480 + 260 * k
         audio = g.add("LoadAudio", [f"conversation_person_{k + 1}.wav", None, None], (720, y),
                       f"Voice of person {k + 1} (about 20 s)")  # fmt: skip
-        voice = g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0), audio_encoder=(encoder, 0))
-        links = {"face_mask": (faces, 0), "clip_vision": (vision, 0), "voice": (voice, 0)}
+        voice = g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0))
+        links = {"face_mask": (faces, 0), "voice": (voice, 0)}
         if chain is not None:
             links["identities"] = (chain, 0)
         chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), f"Person {k + 1}", **links)
     long = g.add(
         "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 40, 4.5, 5.0, "unipc", True, True], (1640, 100),
-        model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), start_image=(image, 0),
-        identities=(chain, 0),
+        model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), clip_vision=(vision, 0),
+        audio_encoder=(encoder, 0), start_image=(image, 0), identities=(chain, 0),
     )  # fmt: skip
     clip_out = g.add("CreateVideo", [24, 8], (2000, 100), images=(long, 0), audio=(long, 1))
     g.add("SaveVideo", ["video/AnyTalker_long", "auto", "auto"], (2340, 100), video=(clip_out, 0))

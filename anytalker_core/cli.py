@@ -1,0 +1,380 @@
+"""Command line: ``python -m anytalker_core {demo, generate, inspect}``.
+
+- ``demo``: the whole pipeline on tiny built-in models and shipped inputs; writes an mp4 and the face binding PNG.
+- ``generate``: a talking video from a picture, one audio track per person and a prompt, with real weights.
+- ``inspect CHECKPOINT``: what an AnyTalker checkpoint holds and whether it loads.
+
+Every failure prints one clear line (``error: ...``) and exits non-zero: 2 for bad input, 1 for a checkpoint
+with problems, 130 when cancelled with Ctrl-C (no partial file is left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import timeline
+from .model.dit import AnyTalkerDiT
+from .model.loader import check_keys, read_state_dict, resolve_config
+from .weights import CheckpointError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inspect_checkpoint(source: str | Path, config: str | None = None) -> dict[str, Any]:
+    """What a DiT checkpoint holds and whether it loads: variant, sizes, dtypes, parameter count, problems."""
+    state, name = read_state_dict(source)
+    report: dict[str, Any] = {
+        "file": name,
+        "tensors": len(state),
+        "parameters": sum(t.numel() for t in state.values()),
+        "dtypes": dict(Counter(str(t.dtype).replace("torch.", "") for t in state.values())),
+        "problems": [],
+    }
+    try:
+        cfg = resolve_config(state, config, name)
+    except (CheckpointError, ValueError) as err:
+        report["problems"].append(str(err))
+        return report
+    report["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    with torch.device("meta"):
+        model = AnyTalkerDiT(cfg)
+    try:
+        check_keys({k: v.shape for k, v in model.state_dict().items()}, state, name)
+    except CheckpointError as err:
+        report["problems"].append(str(err))
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"file:        {report['file']}")
+    print(f"tensors:     {report['tensors']} ({report['parameters'] / 1e9:.3f} B parameters)")
+    print(f"dtypes:      {', '.join(f'{k} x{v}' for k, v in report['dtypes'].items())}")
+    cfg = report.get("config")
+    if cfg:
+        print(f"variant:     {cfg['variant']} ({'1.3B-style' if cfg['variant'] == 'af' else '14B-style'})")
+        print(f"dimensions:  dim {cfg['dim']}, ffn {cfg['ffn_dim']}, {cfg['num_layers']} blocks, "
+              f"{cfg['num_heads']} heads (head size {cfg['dim'] // cfg['num_heads']}), text_dim {cfg['text_dim']}")
+    if report["problems"]:
+        print("problems:")
+        for problem in report["problems"]:
+            print(f"  - {problem}")
+    else:
+        print("problems:    none: the checkpoint loads into AnyTalkerDiT")
+
+
+# ------------------------------------------------------------------------------------------- generate / demo
+
+
+class _Progress:
+    """One tqdm bar over every sampling step of every window; the window number in its label."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=None, desc="sampling", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.windows, self.index, self.base = 1, 0, 0
+
+    def on_window(self, window: Any, total: int) -> None:
+        self.windows, self.index = total, window.index
+        self.base = self.bar.n
+        if total > 1:
+            self.bar.set_description(f"window {window.index + 1}/{total}")
+
+    def step(self, step: int, total: int, _x0: torch.Tensor) -> None:
+        if self.bar.total is None:
+            self.bar.reset(total=total * self.windows)
+        self.bar.update(self.base + step + 1 - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks to stop after the current step (the finished windows are kept); a second aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        import signal
+
+        def handler(_signum, _frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+        self.previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _status(message: str) -> None:
+    for line in message.splitlines():
+        print(f"  {line}", file=sys.stderr)
+
+
+def _binding_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_binding.png")
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """Fail before any work when a result would overwrite a file."""
+    for path in (out, _binding_path(out)):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite or choose another --out")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out must end in .mp4, got {out.name!r}")
+
+
+def _parse_faces(text: str | None) -> list[list[float]] | None:
+    """``"x0,y0,x1,y1;x0,y0,x1,y1"`` -> boxes (pixels, or fractions when every number <= 1)."""
+    if not text:
+        return None
+    boxes = []
+    for i, part in enumerate(p for p in text.split(";") if p.strip()):
+        try:
+            box = [float(v) for v in part.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(f"--faces: box {i + 1} {part!r} is not four numbers x0,y0,x1,y1") from None
+        if len(box) != 4:
+            raise ValueError(f"--faces: box {i + 1} {part!r} has {len(box)} numbers; expected x0,y0,x1,y1")
+        boxes.append(box)
+    return boxes
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like 832x480 (width x height), got {text!r}") from None
+    return h, w
+
+
+def _run(args: argparse.Namespace, models: Any, image: Any, audio: list, prompt: str, **kwargs: Any) -> int:
+    from .images import read_image
+    from .people.preview import preview
+    from .pipeline.standalone import render
+    from .pipeline.writer import write_png
+
+    out = Path(args.out).expanduser()
+    progress = _Progress()
+    try:
+        with _StopOnCtrlC() as stop:
+            result = render(
+                models, image, audio, prompt, out, window=args.window, motion_frames=args.motion_frames,
+                color_anchor=not args.no_color_anchor, overwrite=args.overwrite, callback=progress.step,
+                on_window=progress.on_window, should_stop=stop, status=_status, **kwargs,
+            )  # fmt: skip
+    finally:
+        progress.close()
+    picture = read_image(image) if isinstance(image, (str, Path)) else image
+    png = write_png(_binding_path(out), preview(picture, result.routing), overwrite=args.overwrite)
+    height, width = result.size
+    print(f"wrote {result.path} ({result.frames} frames, {timeline.seconds(result.frames):.2f} s, {width}x{height}, "
+          f"{result.windows_done} window(s), seed {result.seed})")
+    print(f"wrote {png} (who drives which face)")
+    if result.cancelled:
+        print(f"stopped early: the file holds {result.windows_done} of {len(result.windows)} windows", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _conversation(seconds: float) -> tuple[list, int]:
+    """The demo's two voices taking turns (0.3 s pauses) for ``seconds``: two full-length tracks and F = 4n+1."""
+    from . import demo
+    from .people.audio import SAMPLE_RATE, load_audio
+
+    if not 0 < seconds <= 3600:
+        raise ValueError(f"--seconds must be between 0 and 3600, got {seconds}")
+    frames = timeline.round_up(math.ceil(seconds * timeline.FPS - 1e-9))  # the video lasts at least `seconds`
+    clips = [load_audio(path) for path in demo.AUDIO]
+    total = int(timeline.seconds(frames) * SAMPLE_RATE) + SAMPLE_RATE
+    tracks, at, turn = [torch.zeros(total), torch.zeros(total)], 0, 0
+    while at < total:
+        clip = clips[turn % 2][: total - at]
+        tracks[turn % 2][at : at + clip.shape[0]] = clip
+        at += clip.shape[0] + int(0.3 * SAMPLE_RATE)
+        turn += 1
+    return [(t[None], SAMPLE_RATE) for t in tracks], frames
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    _check_outputs(Path(args.out).expanduser(), args.overwrite)
+    print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is moving noise over the "
+          "picture's layout; real weights make real faces talk; see README)", file=sys.stderr)
+    models = demo.tiny_models(seed=args.seed)
+    audio, options = list(demo.AUDIO), {"mode": demo.MODE}
+    if args.seconds is not None:
+        audio, frames = _conversation(args.seconds)
+        options = {"mode": "pad", "num_frames": frames}
+    return _run(
+        args, models, demo.IMAGE, audio, demo.PROMPT, max_area=demo.MAX_AREA, steps=args.steps, seed=args.seed,
+        device="cpu", **options,
+    )  # fmt: skip
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipeline import MAX_AREA, load_models
+
+    out = Path(args.out).expanduser()
+    _check_outputs(out, args.overwrite)
+    audio = [None if a.lower() in ("none", "-", "listener") else a for a in args.audio]
+    for a in audio:
+        if a is not None and not Path(a).expanduser().is_file():
+            raise FileNotFoundError(f"--audio: file not found: {a}")
+    if not Path(args.image).expanduser().is_file():
+        raise FileNotFoundError(f"--image: file not found: {args.image}")
+    faces = _parse_faces(args.faces)
+    size = _parse_size(args.size)
+    offsets = [float(v) for v in args.offsets.split(",")] if args.offsets else None
+    print("loading models", file=sys.stderr)
+    models = load_models(
+        args.dit, args.wav2vec2, args.text_encoder, args.image_encoder, args.vae, tokenizer=args.tokenizer,
+        dit_config=args.dit_config, dtype=DTYPES[args.dtype or ("fp32" if args.device == "cpu" else "bf16")],
+    )  # fmt: skip
+    return _run(
+        args, models, args.image, audio, args.prompt, negative_prompt=args.negative_prompt, faces=faces,
+        order=args.order, mode=args.mode, offsets=offsets, num_frames=args.frames, max_area=args.max_area or MAX_AREA,
+        size=size, steps=args.steps, guidance=args.guidance, audio_guidance=args.audio_guidance, shift=args.shift,
+        solver=args.solver, seed=args.seed, device=args.device, offload=not args.no_offload,
+        face_backend=args.face_backend,
+    )  # fmt: skip
+
+
+def _window_options(parser: argparse.ArgumentParser) -> None:
+    from .pipeline.windows import MOTION_FRAMES, WINDOW
+
+    group = parser.add_argument_group("long videos (clips longer than one window)")
+    group.add_argument("--window", type=int, default=WINDOW,
+                       help=f"frames per window, 4n+1 (default {WINDOW}, what the model was trained on)")
+    group.add_argument("--motion-frames", type=int, default=MOTION_FRAMES,
+                       help=f"frames each window takes over from the previous one, 1+4k (default {MOTION_FRAMES})")
+    group.add_argument("--no-color-anchor", action="store_true",
+                       help="do not match each later window's colours to the picture's")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .people.faces import BACKENDS
+    from .people.speakers import MODES
+    from .sampling import SOLVER_NAMES
+
+    parser = argparse.ArgumentParser(prog="python -m anytalker_core", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline on tiny built-in models (seconds, no downloads)")
+    demo.add_argument("--out", default="demo.mp4", help="the video to write (default demo.mp4); the face binding "
+                      "goes next to it as <name>_binding.png")
+    demo.add_argument("--steps", type=int, default=12, help="sampling steps (default 12)")
+    demo.add_argument("--seed", type=int, default=0, help="seed for the tiny weights and the noise (default 0)")
+    demo.add_argument("--seconds", type=float, default=None, help="render this many seconds (rounded up to whole "
+                      "4n+1 frames) of the two voices taking turns, window by window (default: the 1.7 s clip)")
+    demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _window_options(demo)
+
+    gen = commands.add_parser("generate", help="make a talking video with real weights")
+    gen.add_argument("--image", required=True, help="the picture (PNG/JPEG/WebP) with every person in it")
+    gen.add_argument("--audio", action="append", required=True, metavar="TRACK",
+                     help="one per person, left to right (repeat the flag); 'none' for a listener")
+    gen.add_argument("--prompt", default="", help="what the scene shows (as in the reference's examples)")
+    gen.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    gen.add_argument("--out", required=True, help="the .mp4 to write; the face binding goes next to it as PNG")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    models = gen.add_argument_group("model files (see the README's table)")
+    models.add_argument("--dit", required=True, help="AnyTalker checkpoint: 1_3B-single-v1.pth or 14B-multi-v1.pth")
+    models.add_argument("--dit-config", default=None, help="the reference's config JSON for the checkpoint "
+                        "(only needed for non-standard sizes)")
+    models.add_argument("--wav2vec2", required=True, help="wav2vec2-base-960h folder or .safetensors")
+    models.add_argument("--text-encoder", required=True, help="umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
+                        "Wan's models_t5_umt5-xxl-enc-bf16.pth, or a Hugging Face folder")
+    models.add_argument("--tokenizer", default=None, help="umT5 spiece.model or tokenizer folder (only for files "
+                        "that carry none, e.g. Wan's .pth)")
+    models.add_argument("--image-encoder", required=True, help="clip_vision_h.safetensors")
+    models.add_argument("--vae", required=True, help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth")
+    timing = gen.add_argument_group("timeline and faces")
+    timing.add_argument("--mode", choices=MODES, default="pad",
+                        help="pad: everyone on one timeline (default); concat: people take turns")
+    timing.add_argument("--offsets", default=None, help="start delay in seconds per person, e.g. 0,1.5")
+    timing.add_argument("--frames", type=int, default=None, help="clip length in frames (4n+1); default from audio")
+    timing.add_argument("--faces", default=None, help="face boxes instead of detection: 'x0,y0,x1,y1;...' "
+                        "(pixels, or fractions of the picture)")
+    timing.add_argument("--order", default=None, help="voice i drives face order[i], e.g. '2,1'")
+    timing.add_argument("--face-backend", default="auto", choices=BACKENDS,
+                        help="face detector (default: InsightFace when installed, else the OpenCV Haar cascade)")
+    sampling = gen.add_argument_group("sampling (defaults: the reference's)")
+    sampling.add_argument("--steps", type=int, default=40, help="sampling steps (40 for 1.3B, 20 for 14B)")
+    sampling.add_argument("--guidance", type=float, default=4.5, help="text+audio guidance scale")
+    sampling.add_argument("--audio-guidance", type=float, default=None,
+                          help="a separate audio scale (three passes per step)")
+    sampling.add_argument("--shift", type=float, default=5.0, help="noise schedule shift (3 is advised for 480p)")
+    sampling.add_argument("--solver", choices=SOLVER_NAMES, default="unipc")
+    sampling.add_argument("--seed", type=int, default=None, help="default: a random one, printed at the end")
+    sampling.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: the picture's "
+                          "aspect at --max-area)")
+    sampling.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
+    _window_options(gen)
+    device = gen.add_argument_group("device")
+    device.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
+    device.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")
+    device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+
+    inspect = commands.add_parser("inspect", help="show what an AnyTalker checkpoint holds and whether it loads")
+    inspect.add_argument("checkpoint", help=".pth, .safetensors or a folder of shards")
+    inspect.add_argument("--config", help="the reference's config JSON (num_heads etc.), checked against the weights")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    report = inspect_checkpoint(args.checkpoint, args.config)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        _print_report(report)
+    return 1 if report["problems"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("demo", "generate"):
+        from .pipeline.memory import lean_heap
+
+        lean_heap()  # our own process: keep long videos at constant memory
+    if args.command == "generate" and args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    command = {"demo": _demo, "generate": _generate, "inspect": _inspect}[args.command]
+    from .people.audio import AudioError
+    from .people.faces import FaceError
+    from .people.routing import RoutingError
+    from .sampling import SamplingCancelled
+
+    try:
+        return command(args)
+    except (KeyboardInterrupt, SamplingCancelled):
+        print("\ncancelled: nothing was written", file=sys.stderr)
+        return 130
+    except (CheckpointError, AudioError, FaceError, RoutingError, FileNotFoundError, FileExistsError,
+            IsADirectoryError, ValueError, TypeError) as err:  # fmt: skip
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+

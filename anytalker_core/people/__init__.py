@@ -1,0 +1,9 @@
+"""Who is in the picture and what they say: everything per person, before the model.
+
+- :mod:`.audio`: wav2vec2 features of one track, exactly as the reference computes them;
+- :mod:`.speakers`: every person's track on the clip's timeline (``pad`` / ``concat``, offsets, listeners);
+- :mod:`.faces`: face detection;
+- :mod:`.masks`: the reference's face-mask geometry (square box, widening, token masks, ``y`` mask channels);
+- :mod:`.routing`: faces (found, boxes or painted masks) -> a :class:`~.routing.Routing` of voices to faces;
+- :mod:`.preview`: a picture of who drives which face.
+"""

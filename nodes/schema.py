@@ -1,0 +1,74 @@
+"""Inputs several nodes share, declared once, and the host's "advanced" flag for expert inputs.
+
+Expert inputs (``**EXPERT``) sit behind the "show advanced inputs" toggle in hosts that have one (ComfyUI 0.33
+and newer), as the host's own nodes do; older hosts (0.3.64) show them like any other input.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from comfy_api.latest import io
+
+from ..anytalker_core.people.speakers import MODES
+from ..anytalker_core.pipeline.windows import MOTION_FRAMES, WINDOW
+from ..anytalker_core.sampling import SOLVER_NAMES
+
+VOICE = io.Custom("ANYTALKER_VOICE")
+IDENTITIES = io.Custom("ANYTALKER_IDENTITIES")
+
+
+def _takes_advanced() -> bool:
+    params = inspect.signature(io.Int.Input.__init__).parameters.values()
+    return any(p.name == "advanced" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+EXPERT = {"advanced": True} if _takes_advanced() else {}
+
+
+def clip_inputs() -> list:
+    """What makes one clip: prompts, encoders, the picture, the people, size, length and timing mode."""
+    return [
+    io.Conditioning.Input("positive", tooltip="The prompt (CLIPTextEncode with the umt5 'wan' CLIP)."),
+    io.Conditioning.Input("negative", tooltip="The negative prompt."),
+    io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (wan_2.1_vae.safetensors)."),
+    io.ClipVision.Input("clip_vision", tooltip="clip_vision_h: encodes the picture and every face crop."),
+    io.AudioEncoder.Input("audio_encoder",
+                          tooltip="wav2vec2-base-960h from AudioEncoderLoader (models/audio_encoders): encodes "
+                          "every voice on the clip's timeline."),
+    io.Image.Input("start_image", tooltip="The picture with everybody in it (the video's first frame)."),
+    IDENTITIES.Input("identities", tooltip="The people, from a chain of AnyTalker Identity nodes."),
+    io.Int.Input("width", default=0, min=0, max=4096, step=32,
+                 tooltip="Video width, a multiple of 32; 0 with height 0 = the picture's aspect at 832x480 pixels."),
+    io.Int.Input("height", default=0, min=0, max=4096, step=32, tooltip="Video height; see width."),
+    io.Int.Input("length", default=0, min=0, max=100001, step=4,
+                 tooltip="The clip in frames (4n+1: 1, 5, ..., 81, ...) at 24 fps; 0 = as long as the audio."),
+    io.Combo.Input("mode", options=list(MODES), default="pad",
+                   tooltip="pad: everybody on one timeline from the start; concat: people take turns in identity "
+                   "order."),
+    ]  # fmt: skip
+
+
+def window_inputs() -> list:
+    """How a long clip is cut into windows."""
+    return [
+    io.Int.Input("window", default=WINDOW, min=5, max=161, step=4, **EXPERT,
+                 tooltip="Frames per window (4n+1); 81 is what the model was trained on."),
+    io.Int.Input("motion_frames", default=MOTION_FRAMES, min=1, max=33, step=4, **EXPERT,
+                 tooltip="Frames each window takes over from the one before (1+4k)."),
+    ]  # fmt: skip
+
+
+def sampling_inputs(steps_tooltip: str = "Sampling steps (the reference: 40 for 1.3B, 20 for 14B).") -> list:
+    """Seed, steps, guidance, schedule shift and solver."""
+    return [
+    io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                 tooltip="The noise seed."),
+    io.Int.Input("steps", default=40, min=1, max=200, tooltip=steps_tooltip),
+    io.Float.Input("cfg", default=4.5, min=0.0, max=30.0, step=0.1, round=0.01,
+                   tooltip="Guidance for prompt and voices together (the reference: 4.5)."),
+    io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01, **EXPERT,
+                   tooltip="Noise schedule shift."),
+    io.Combo.Input("solver", options=list(SOLVER_NAMES), default="unipc", **EXPERT,
+                   tooltip="unipc: the reference's flow UniPC (bh2, order 2); euler and dpmpp_2m are lighter."),
+    ]  # fmt: skip
