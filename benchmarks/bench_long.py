@@ -39,9 +39,9 @@ def child(config: str, windows: int, steps: int, out: str) -> None:
     import torch
 
     from anytalker_core import demo
-    from anytalker_core.__main__ import _conversation
+    from anytalker_core.cli import _conversation
+    from anytalker_core.pipeline import render
     from anytalker_core.pipeline.memory import lean_heap
-    from anytalker_core.pipeline.windows import render
 
     lean_heap()  # as the CLI does
     torch.set_num_threads(2)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from anytalker_core.__main__ import main
+from anytalker_core.cli import main
 from micro import micro_config, micro_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from anytalker_core import demo
-from anytalker_core.__main__ import main
+from anytalker_core.cli import main
 from anytalker_core.pipeline.standalone import generate
 from anytalker_core.sampling import SamplingCancelled
 

@@ -188,7 +188,7 @@ def test_clip_longer_than_the_maximum(encoder):
         arrange_speakers([voice(2.0)], encoder, max_frames=41)
     message = str(err.value)
     assert "45 frames (1.88 s at 24 fps)" in message and "maximum of 41 frames (1.71 s)" in message
-    assert "windowed generation" in message
+    assert "window by window" in message
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -143,8 +143,8 @@ def arrange_speakers(
     if max_frames is not None and num_frames > max_frames:
         raise AudioError(
             f"the clip would be {num_frames} frames ({num_frames / fps:.2f} s at {fps} fps), longer than the "
-            f"maximum of {max_frames} frames ({max_frames / fps:.2f} s). Longer videos need windowed generation "
-            "(coming in a later release); use shorter audio or set a shorter frame count"
+            f"maximum of {max_frames} frames ({max_frames / fps:.2f} s): use shorter audio, set a shorter frame count, "
+            "or make it window by window (render / the Long Video node)"
         )
 
     talks = [w is not None and not s and start < num_frames for w, s, start in zip(waves, silent, starts)]
