@@ -2,7 +2,8 @@
 
 Layers, each a subpackage that imports only the ones above it (``docs/architecture.md``):
 
-- :mod:`.timeline`, :mod:`.images`, :mod:`.weights`: frame counts, pictures, safe weight files;
+- :mod:`.timeline`, :mod:`.sizes`, :mod:`.images`, :mod:`.weights`: frame counts, video sizes, pictures, safe
+  weight files;
 - :mod:`.model`: the AnyTalker DiT and its loader;
 - :mod:`.people`: audio features, speaker timing, face detection, routing voices to faces;
 - :mod:`.encoders`: the standalone text, image and VAE encoders;

@@ -277,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     from .people.faces import BACKENDS
     from .people.speakers import MODES
     from .sampling import SOLVER_NAMES
+    from .sampling.defaults import GUIDANCE, SHIFT_480P, SHIFT_OTHER, STEPS
 
     parser = argparse.ArgumentParser(prog="python -m anytalker_core", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -321,11 +322,16 @@ def _parser() -> argparse.ArgumentParser:
     timing.add_argument("--face-backend", default="auto", choices=BACKENDS,
                         help="face detector (default: InsightFace when installed, else the OpenCV Haar cascade)")
     sampling = gen.add_argument_group("sampling (defaults: the reference's)")
-    sampling.add_argument("--steps", type=int, default=40, help="sampling steps (40 for 1.3B, 20 for 14B)")
-    sampling.add_argument("--guidance", type=float, default=4.5, help="text+audio guidance scale")
+    sampling.add_argument("--steps", type=int, default=None,
+                          help=f"sampling steps (default: the reference's, {STEPS['af']} for the 1.3B model and "
+                          f"{STEPS['legacy']} for the 14B)")
+    sampling.add_argument("--guidance", type=float, default=GUIDANCE,
+                          help=f"text+audio guidance scale (default {GUIDANCE:g}, the reference's)")
     sampling.add_argument("--audio-guidance", type=float, default=None,
                           help="a separate audio scale (three passes per step)")
-    sampling.add_argument("--shift", type=float, default=5.0, help="noise schedule shift (3 is advised for 480p)")
+    sampling.add_argument("--shift", type=float, default=None,
+                          help=f"noise schedule shift (default: the reference's rule, {SHIFT_480P:g} for a 480p clip "
+                          f"(832x480 area, the default size), {SHIFT_OTHER:g} otherwise)")
     sampling.add_argument("--solver", choices=SOLVER_NAMES, default="unipc")
     sampling.add_argument("--seed", type=int, default=None, help="default: a random one, printed at the end")
     sampling.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: the picture's "

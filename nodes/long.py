@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..anytalker_core.pipeline.colors import anchor_colors, color_stats
 from ..anytalker_core.pipeline.windows import Window, WindowInputs, WindowRun, plan_windows, window_inputs
+from ..anytalker_core.sizes import PIXELS_PER_LATENT
 from .conditioning import clip_scene, mixed_audio, window_conditioning
 from .schema import EXPERT, clip_inputs, sampling_inputs
 from .schema import window_inputs as window_schema
@@ -111,7 +112,7 @@ class AnyTalkerLongVideo(io.ComfyNode):
                 io.Model.Input("model", tooltip="From AnyTalker Model Loader."),
                 *clip_inputs(),
                 *window_schema(),
-                *sampling_inputs("Sampling steps per window (the reference: 40 for 1.3B, 20 for 14B)."),
+                *sampling_inputs("Sampling steps per window"),
                 io.Boolean.Input("color_anchor", default=True, **EXPERT,
                                  tooltip="Match each later window's colours to the start picture's."),
                 io.Boolean.Input("follow_faces", default=False,
@@ -132,12 +133,12 @@ class AnyTalkerLongVideo(io.ComfyNode):
         import comfy.sample
         import comfy.utils
 
-        from ..anytalker_core.sampling import flow_sigmas
         from .people import insightface_root
-        from .sampling import host_sampler
+        from .sampling import host_sampler, reference_schedule
 
         scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode)
-        sigmas, _ = flow_sigmas(steps, shift)
+        latent_hw = (scene.size[0] // PIXELS_PER_LATENT, scene.size[1] // PIXELS_PER_LATENT)
+        steps, shift, sigmas, timesteps = reference_schedule(model, steps, shift, latent_hw)
         windows = len(plan_windows(scene.frames, window, motion_frames))
         bar = comfy.utils.ProgressBar(steps * windows)
 
@@ -151,8 +152,8 @@ class AnyTalkerLongVideo(io.ComfyNode):
                 bar.update_absolute(base + step + 1)
 
             samples = comfy.sample.sample_custom(
-                model, noise, cfg, host_sampler(solver), sigmas, pos, neg, latent["samples"], callback=progress,
-                disable_pbar=True, seed=seed + w.index,
+                model, noise, cfg, host_sampler(solver, timesteps), sigmas, pos, neg, latent["samples"],
+                callback=progress, disable_pbar=True, seed=seed + w.index,
             )  # fmt: skip
             frames = vae.decode(samples)
             return _uint8(frames.reshape(-1, *frames.shape[-3:])[: w.length])

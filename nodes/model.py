@@ -7,7 +7,8 @@
   :func:`host_attention` (the host's ``optimized_attention``, looked up at call time so SageAttention-style
   patches reach it). Pure torch: importable without the host.
 - :func:`load_model` builds it with ``comfy.ops`` layers (low-VRAM partial loading, fp8 storage) inside a
-  ``model_base.WAN21`` subclass (latent format Wan21, flow sampling with shift 5) and returns a
+  ``model_base.WAN21`` subclass (latent format Wan21, the host's flow sampling with shift 5 for KSampler; AnyTalker
+  Sampler runs the reference's exact schedule) and returns a
   ``ModelPatcher``, so KSampler, previews and the memory manager treat it like any Wan model.
 """
 
@@ -62,6 +63,9 @@ class HostDiT(AnyTalkerDiT):
                 "AnyTalker got no image features: build the conditioning with the 'AnyTalker Image To Video' node "
                 "(it attaches the picture's CLIP vision features, the face masks and the voices)"
             )
+        fixed = (transformer_options or {}).get("anytalker_timestep")
+        if fixed is not None:  # our sampler's exact run: the schedule's int64 timestep, as the reference passes it
+            timestep = torch.full_like(timestep, float(fixed))
         latent_channels = self.config.out_dim
         identities = {}
         if anytalker_audio is not None:
@@ -133,7 +137,7 @@ def _host_classes() -> tuple[type, type]:
     class AnyTalkerWanConfig(comfy.supported_models_base.BASE):
         unet_config: dict = {}
         unet_extra_config: dict = {}
-        sampling_settings = {"shift": 5.0}  # the reference's
+        sampling_settings = {"shift": 5.0}  # KSampler's flow shift; AnyTalker Sampler uses the reference's schedule
         latent_format = comfy.latent_formats.Wan21
         memory_usage_factor = 1.0
         supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]

@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from ..anytalker_core.people.speakers import MODES
 from ..anytalker_core.pipeline.windows import MOTION_FRAMES, WINDOW
 from ..anytalker_core.sampling import SOLVER_NAMES
+from ..anytalker_core.sampling.defaults import GUIDANCE, SHIFT_480P, SHIFT_OTHER, STEPS
 
 VOICE = io.Custom("ANYTALKER_VOICE")
 IDENTITIES = io.Custom("ANYTALKER_IDENTITIES")
@@ -59,16 +60,19 @@ def window_inputs() -> list:
     ]  # fmt: skip
 
 
-def sampling_inputs(steps_tooltip: str = "Sampling steps (the reference: 40 for 1.3B, 20 for 14B).") -> list:
-    """Seed, steps, guidance, schedule shift and solver."""
+def sampling_inputs(steps_tooltip: str = "Sampling steps") -> list:
+    """Seed, steps, guidance, schedule shift and solver; 0 steps / 0 shift: the reference's for this model / clip."""
     return [
     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                  tooltip="The noise seed."),
-    io.Int.Input("steps", default=40, min=1, max=200, tooltip=steps_tooltip),
-    io.Float.Input("cfg", default=4.5, min=0.0, max=30.0, step=0.1, round=0.01,
-                   tooltip="Guidance for prompt and voices together (the reference: 4.5)."),
-    io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01, **EXPERT,
-                   tooltip="Noise schedule shift."),
+    io.Int.Input("steps", default=0, min=0, max=200,
+                 tooltip=f"{steps_tooltip}; 0 = the reference's for the loaded model: {STEPS['af']} (1.3B) or "
+                 f"{STEPS['legacy']} (14B)."),
+    io.Float.Input("cfg", default=GUIDANCE, min=0.0, max=30.0, step=0.1, round=0.01,
+                   tooltip=f"Guidance for prompt and voices together (the reference: {GUIDANCE:g})."),
+    io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1, round=0.01, **EXPERT,
+                   tooltip=f"Noise schedule shift; 0 = the reference's rule for this clip: {SHIFT_480P:g} at 480p "
+                   f"(832x480 area), {SHIFT_OTHER:g} otherwise."),
     io.Combo.Input("solver", options=list(SOLVER_NAMES), default="unipc", **EXPERT,
                    tooltip="unipc: the reference's flow UniPC (bh2, order 2); euler and dpmpp_2m are lighter."),
     ]  # fmt: skip

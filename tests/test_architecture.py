@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Layer of each part of the core, lowest first. A module may import its own layer and the layers below it.
 LAYERS = {
-    "timeline": 0, "images": 0, "weights": 0,
+    "timeline": 0, "images": 0, "weights": 0, "sizes": 0,
     "model": 1, "people": 1, "encoders": 1, "sampling": 1,
     "pipeline": 2,
     "demo": 3, "cli": 3, "__main__": 4, "__init__": 4,

@@ -193,7 +193,7 @@ def install_fake_insightface(monkeypatch, dets):
 
 
 def test_insightface_used_by_auto_when_present(monkeypatch, tmp_path, caplog):
-    install_fake_insightface(monkeypatch, [[120, 20, 160, 70, 0.9], [10, 10, 50, 60, 0.8], [60, 60, 70, 70, 0.3]])
+    install_fake_insightface(monkeypatch, [[120, 20, 160, 70, 0.9], [10, 10, 50, 60, 0.2], [60, 60, 70, 70, 0.1]])
     model = tmp_path / "models" / "buffalo_l" / "det_10g.onnx"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
@@ -201,10 +201,12 @@ def test_insightface_used_by_auto_when_present(monkeypatch, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="AnyTalker"):
         result = find_faces(image, root=tmp_path)
     assert result.backend == "insightface" and result.detector == str(model)
-    assert result.raw_boxes == [(10, 10, 50, 60), (120, 20, 160, 70)]  # the 0.3 score is under det_thresh 0.5
-    assert result.scores == pytest.approx([0.8, 0.9])
+    # the default det_thresh is the reference's 0.15: the 0.2 face is kept, the 0.1 one is not
+    assert result.raw_boxes == [(10, 10, 50, 60), (120, 20, 160, 70)]
+    assert result.scores == pytest.approx([0.2, 0.9])
     assert "insightface found 2" in caplog.text
-    assert len(detect_faces(image, threshold=0.2, root=tmp_path)) == 3
+    assert len(detect_faces(image, threshold=0.05, root=tmp_path)) == 3
+    assert len(detect_faces(image, threshold=0.5, root=tmp_path)) == 1
     monkeypatch.setenv(faces.INSIGHTFACE_ENV, str(tmp_path))  # the env var finds it too
     assert find_faces(image, backend="insightface").backend == "insightface"
 

@@ -228,6 +228,50 @@ def test_host_sampler_equals_our_solver_and_reports_like_k_diffusion(pack, host)
         sampling.ksampler_function("euler")(model, x, sigmas, extra_args={"seed": 3})
 
 
+def test_the_exact_run_hands_the_model_the_schedules_timesteps_and_starts_from_the_noise(pack, host):
+    """AnyTalker Sampler: the reference's int64 timesteps (not sigma * 1000) and its start, latents = noise."""
+    from anytalker_core.sampling import flow_sigmas
+    from anytalker_core.sampling.solvers import sample_unipc
+
+    sampling = importlib.import_module(f"{PACK}.nodes.sampling")
+    sigmas, timesteps = flow_sigmas(6, 3.0)
+    noise = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    class Model:  # the host's KSamplerX0Inpaint: its noise before the host scaled it by sigma_max
+        def __init__(self):
+            self.noise = noise
+
+        def __call__(self, xt, sigma, **extra):
+            seen.append(extra["model_options"]["transformer_options"]["anytalker_timestep"])
+            assert extra["model_options"]["transformer_options"]["kept"] == 1  # the host's options stay
+            return xt * 0.5
+
+    scaled = sigmas[0] * noise  # what the host hands a sampler
+    extra = {"model_options": {"transformer_options": {"kept": 1}}}
+    out = sampling.ksampler_function("unipc", timesteps)(Model(), scaled, sigmas, extra_args=extra)
+    assert seen == timesteps.tolist()
+    torch.testing.assert_close(out, sample_unipc(lambda xt, s: xt * 0.5, noise, sigmas), rtol=0, atol=0)
+    assert extra == {"model_options": {"transformer_options": {"kept": 1}}}  # not changed in place
+
+    nodes_model = importlib.import_module(f"{PACK}.nodes.model")
+    from micro import micro_inputs, micro_model, run
+
+    model = micro_model("af")
+    hostdit = nodes_model.HostDiT(model.config)
+    hostdit.load_state_dict(model.state_dict())
+    hostdit.attention = model.attention
+    inputs = micro_inputs(model.config, identities=1)
+    exact = run(model, dict(inputs, t=torch.tensor([874])))
+    packed = dict(clip_fea=inputs["clip"], anytalker_audio=torch.stack(inputs["audio"], 1),
+                  anytalker_faces=torch.stack(inputs["faces"], 1), anytalker_masks=torch.stack(inputs["masks"], 1))
+    x = torch.cat([inputs["x"], inputs["y"]], 1)
+    host_float = torch.tensor([874.6])  # sigma * 1000 as the host computes it
+    got = hostdit(x, host_float, inputs["text"], transformer_options={"anytalker_timestep": 874}, **packed)
+    assert torch.equal(got, exact)
+    assert not torch.equal(hostdit(x, host_float, inputs["text"], transformer_options={}, **packed), exact)
+
+
 class FakeClipVision:
     """The host's CLIP_VISION: ``model(pixel_values, intermediate_output=-2)`` -> (last, penultimate, ...)."""
 

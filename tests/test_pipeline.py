@@ -182,3 +182,19 @@ def test_demo_seconds_renders_windows_of_the_conversation(tmp_path, capsys):
     assert "--seconds" in capsys.readouterr().err
     assert main(["demo", "--window", "10", "--out", str(tmp_path / "y.mp4")]) == 2
     assert "window" in capsys.readouterr().err
+
+
+def test_defaults_are_the_references_for_the_model_and_the_size(models):
+    """40 steps for a 1.3B (af) model, 20 for 14B (legacy); shift 3 for a 480p clip, 5 otherwise; guidance 4.5."""
+    from anytalker_core.pipeline import standalone
+
+    audio, image = list(demo.AUDIO), demo.IMAGE
+    small = standalone.prepare(models, image, audio, demo.PROMPT, size=(64, 96), device="cpu")
+    assert (small.steps, small.shift, small.guidance) == (40, 5.0, 4.5)
+    p480 = standalone.prepare(models, image, audio, demo.PROMPT, size=(480, 832), num_frames=1, device="cpu")
+    assert p480.shift == 3.0
+    assert standalone.prepare(models, image, audio, size=(64, 96), steps=7, shift=2.0, device="cpu").shift == 2.0
+    legacy = type("Legacy", (), {"config": type("Config", (), {"variant": "legacy"})(),
+                                 "parameters": lambda self: models.dit.parameters()})()  # fmt: skip
+    swapped = standalone.Models(legacy, models.audio_encoder, models.text_encoder, models.image_encoder, models.vae)
+    assert standalone.prepare(swapped, image, audio, size=(64, 96), device="cpu").steps == 20

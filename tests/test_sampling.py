@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,15 +160,49 @@ def test_schedule_shape_monotone_ends_at_zero(steps, shift):
 
 
 def test_schedule_known_values():
-    # the reference scheduler's values (float32 sigma_max = shifted 1 - 1/1000 ... )
+    # the reference scheduler's values at shift 5 (float32 sigma_max = shifted 1 - 1/1000 ...)
     sigmas, timesteps = flow_sigmas(4, 5.0)
     assert timesteps.tolist() == [999, 937, 833, 624]
     assert sigmas.tolist() == [0.9999599456787109, 0.9374530911445618, 0.833277702331543, 0.6249374151229858, 0.0]
-    # no shift: linear from 1 - 1/1000 ... (values from the reference scheduler; the int cast truncates)
-    assert flow_sigmas(4, 1.0)[1].tolist() == [999, 749, 499, 249]
-    assert flow_sigmas(10, 3.0)[1].tolist()[:4] == [999, 964, 922, 874]
-    assert flow_sigmas(25, 0.5)[1].tolist()[:4] == [996, 919, 848, 782]
     assert flow_sigmas(40, 5.0)[1].tolist()[:4] == [999, 994, 989, 984]
+
+
+SCHEDULE = Path(__file__).parent / "fixtures" / "schedule"
+
+
+def test_schedule_is_the_reference_scheduler_for_every_shift():
+    """tests/tools/make_schedule_fixtures.py: the reference's class, built with shift 5, set_timesteps(shift=s)."""
+    cases = json.loads((SCHEDULE / "schedule.json").read_text())["cases"]
+    assert {c["shift"] for c in cases} == {1.0, 3.0, 5.0, 7.5} and {c["steps"] for c in cases} == {4, 6, 20, 40}
+    for case in cases:
+        sigmas, timesteps = flow_sigmas(case["steps"], case["shift"])
+        assert timesteps.dtype == torch.int64 and timesteps.tolist() == case["timesteps"], case["shift"]
+        assert (sigmas - torch.tensor(case["sigmas"], dtype=torch.float32)).abs().max() <= 1e-7
+    # shifting the end points by the sample shift too (the easy mistake) is not the reference's schedule
+    wrong, _ = flow_sigmas(6, 3.0, scheduler_shift=3.0)
+    assert 1e-6 < (wrong - flow_sigmas(6, 3.0)[0]).abs().max() < 1e-4
+
+
+def test_a_shift_3_run_matches_the_reference_scheduler_step_by_step():
+    from safetensors.torch import load_file
+
+    run = load_file(str(SCHEDULE / "run.safetensors"))
+    info = json.loads((SCHEDULE / "run.json").read_text())
+    weight, bias = run["model.weight"], run["model.bias"]
+    sigmas, timesteps = flow_sigmas(info["steps"], info["shift"])
+    assert torch.equal(timesteps, run["timesteps"])
+    timestep = timestep_lookup(sigmas, timesteps)
+    seen = []
+
+    def denoise(x, sigma):
+        t = torch.tensor(timestep(float(sigma)), dtype=torch.int64)
+        seen.append(int(t))
+        v = torch.tanh(torch.einsum("oc,bcthw->bothw", weight, x) + bias.view(1, -1, 1, 1, 1) * (t.float() / 1000))
+        return x - sigma * (v + x / 2)
+
+    latent = sample_unipc(denoise, run["in.noise"].clone(), sigmas)
+    assert seen == run["timesteps"].tolist()
+    assert (latent - run["out.latent"]).abs().max() <= 1e-5
 
 
 def test_timestep_lookup_schedule_and_other_sigmas():
@@ -382,3 +417,29 @@ def test_negative_cond_keeps_everything_but_audio_and_text():
     silent = negative_cond(cond)
     assert silent["text"] is cond["text"] and not any(a.any() for a in silent["audio"])
     assert "audio" not in negative_cond(_toy_cond()) and negative_cond(dict(_toy_cond(), audio=None))["audio"] is None
+
+
+def test_sample_defaults_follow_the_model_variant_and_the_clip_size():
+    """at.sample without steps/shift: the reference's 40 (af) or 20 (legacy) steps, shift 3 at 480p else 5."""
+    from anytalker_core.sampling.defaults import default_shift
+
+    calls = []
+
+    class Model:
+        def __init__(self, variant):
+            self.config = type("Config", (), {"variant": variant})()
+
+        def __call__(self, x, t, **inputs):
+            calls.append(int(t[0]))
+            return torch.zeros_like(x)
+
+    cond = {"text": torch.zeros(1, 1, 4), "clip": torch.zeros(1, 1, 4), "y": torch.zeros(1)}
+    for variant, steps in (("af", 40), ("legacy", 20)):
+        calls.clear()
+        at.sample(Model(variant), torch.randn(1, 16, 1, 4, 6), guidance=1.0, cond=cond)
+        assert len(calls) == steps
+    calls.clear()
+    at.sample(Model("legacy"), torch.randn(1, 16, 1, 60, 104), guidance=1.0, cond=cond)  # 480x832
+    assert calls == flow_sigmas(20, 3.0)[1].tolist()
+    assert default_shift(480, 832) == default_shift(832, 480) == default_shift(448, 832) == 3.0
+    assert default_shift(720, 1280) == default_shift(512, 512) == default_shift(64, 96) == 5.0

@@ -17,8 +17,10 @@ Backends
 - ``"auto"``: InsightFace when available, otherwise Haar; the fallback and its reason are logged on the
   ``AnyTalker`` logger and recorded in :attr:`FaceDetection.note`.
 
-``threshold`` is one knob in 0..1 for every backend (higher: fewer, surer faces; default 0.5):
-- InsightFace: the detector's score threshold ``det_thresh`` itself;
+``threshold`` is one knob in 0..1 for every backend (higher: fewer, surer faces; the default depends on the
+backend, :data:`DEFAULT_THRESHOLDS`):
+- InsightFace: the detector's score threshold ``det_thresh`` itself; default 0.15, the reference's documented
+  ``--det_thresh 0.15``;
 - Haar: ``minNeighbors = round(10 * threshold)`` (the number of overlapping raw hits a face needs; the default
   0.5 gives OpenCV's customary 5; 0.3 gives 3, more faces and more false hits). The per-face scores reported
   are the cascade's ``levelWeights`` from ``detectMultiScale3`` (not probabilities; about 10 for a clear face).
@@ -49,7 +51,7 @@ from .masks import Box, square_box
 log = logging.getLogger("AnyTalker")
 
 BACKENDS = ("auto", "haar", "insightface")
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLDS = {"haar": 0.5, "insightface": 0.15}  # insightface: the reference's --det_thresh 0.15
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_FACE = 40  # pixels of the input image
@@ -96,12 +98,13 @@ def to_uint8_rgb(image: Any, name: str = "image") -> np.ndarray:
     return (as_rgb(image, name) * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def _check_threshold(threshold: float | None) -> float:
+def _check_threshold(threshold: float | None) -> float | None:
+    """``threshold`` checked (None: the backend's default, chosen once the backend is known)."""
     if threshold is None:
-        return DEFAULT_THRESHOLD
+        return None
     t = float(threshold)
     if not (0.0 <= t <= 1.0) or math.isnan(t):
-        raise ValueError(f"threshold: expected a number in 0..1 (default {DEFAULT_THRESHOLD}), got {threshold!r}")
+        raise ValueError(f"threshold: expected a number in 0..1 (default: {DEFAULT_THRESHOLDS}), got {threshold!r}")
     return t
 
 
@@ -299,6 +302,7 @@ def find_faces(
         else:
             chosen = "insightface"
 
+    t = DEFAULT_THRESHOLDS[chosen] if t is None else t
     start = time.perf_counter()
     if chosen == "insightface":
         assert detector_path is not None
@@ -359,7 +363,8 @@ def detect_faces(
     image: [H, W, 3] (or [1, H, W, 3]) RGB, uint8 0..255 or float 0..1, numpy or torch.
     n: keep the n largest faces by box area (None: all); fewer than n found raises :class:`FaceError`.
     backend: "auto" (InsightFace when its package and detector file are present, else Haar), "haar",
-    "insightface" (an error when unavailable). threshold: 0..1, see the module docs (default 0.5).
+    "insightface" (an error when unavailable). threshold: 0..1, see the module docs (default: Haar 0.5,
+    InsightFace 0.15, the reference's).
     root: where InsightFace models live (inside ComfyUI pass models/insightface; also searched:
     ``$ANYTALKER_INSIGHTFACE_ROOT``, ~/.insightface). The backend that ran is logged; :func:`find_faces` returns it.
     """

@@ -3,8 +3,8 @@
 Everything follows the reference's ``generate`` (HKUST-C4G/AnyTalker ``wan/audio2video_multiID.py``) step by
 step, in its operation order, so that the tensors match it:
 
-- :func:`target_size`: the output size from the picture's aspect and ``max_area`` (latent grid from VAE stride
-  8 and patch 2, then both sides moved to multiples of 32);
+- :func:`~anytalker_core.sizes.target_size` (from :mod:`anytalker_core.sizes`): the output size from the
+  picture's aspect and ``max_area``;
 - :func:`to_m11` / :func:`prepare_image`: the picture as a float32 ``[3, H, W]`` tensor in [-1, 1]
   (``TF.to_tensor(img).sub_(0.5).div_(0.5)``), then resized *after* the scaling with
   ``F.interpolate(mode="bicubic")`` (align_corners False, no antialias, no clamp: bicubic may overshoot [-1, 1]
@@ -17,7 +17,6 @@ The image encoder's input (``clip_input``) lives with the image encoder, in :mod
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Union
 
 import numpy as np
@@ -27,51 +26,11 @@ import torch.nn.functional as F
 from .. import timeline
 from ..encoders.vae import LATENT_CHANNELS, VideoVAE
 from ..images import as_rgb, check_chw
+from ..sizes import MAX_AREA, PIXELS_PER_LATENT, target_size  # noqa: F401  (target_size: this module's API)
 
-VAE_STRIDE = (timeline.STRIDE, 8, 8)  # time, height, width (reference config a2v_1_3B.vae_stride)
-PATCH_SIZE = (1, 2, 2)  # time, height, width (reference config a2v_1_3B.patch_size)
+VAE_STRIDE = (timeline.STRIDE, PIXELS_PER_LATENT, PIXELS_PER_LATENT)  # time, height, width (a2v_1_3B.vae_stride)
 MASK_CHANNELS = 4
-MAX_AREA = 832 * 480  # the reference's video area (its 480p a2v setting)
 
-
-
-# ----------------------------------------------------------------------------------------------------- size
-
-
-def target_size(height: int, width: int, max_area: int = MAX_AREA, multiple: int = 32) -> tuple[int, int]:
-    """The output (h, w) in pixels for a picture of ``height`` x ``width``, exactly as the reference computes it.
-
-    1. aspect = height / width (of the input picture);
-       lat_h = round(sqrt(max_area * aspect) // 8 // 2 * 2), lat_w = round(sqrt(max_area / aspect) // 8 // 2 * 2)
-       (floor to the VAE stride 8, then to an even latent size for the patch 2); h, w = 8 lat_h, 8 lat_w.
-    2. With a = h / w of that size, two candidates:
-       (a) w1 = w // 32 * 32, h1 = int(w1 * a) // 32 * 32;
-       (b) h2 = h // 32 * 32, w2 = int(h2 / a) // 32 * 32;
-       every side that comes out 0 becomes 32. Keep (a) when |w1 - w| + |h1 - h| <= that of (b), else (b).
-
-    Both sides are multiples of ``multiple`` (the reference's 32) and, since every step rounds down, the area is
-    at most ``max_area`` (unless a side was raised to the minimum ``multiple``).
-    """
-    for name, value in (("height", height), ("width", width), ("max_area", max_area), ("multiple", multiple)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    stride_h, stride_w = VAE_STRIDE[1], VAE_STRIDE[2]
-    patch_h, patch_w = PATCH_SIZE[1], PATCH_SIZE[2]
-    aspect = height / width
-    lat_h = round(math.sqrt(max_area * aspect) // stride_h // patch_h * patch_h)
-    lat_w = round(math.sqrt(max_area / aspect) // stride_w // patch_w * patch_w)
-    if lat_h == 0 or lat_w == 0:  # the reference divides by zero here
-        raise ValueError(f"aspect of {height}x{width} is too extreme for max_area {max_area}: a side rounds to 0")
-    h, w = lat_h * stride_h, lat_w * stride_w
-    aspect = h / w  # the reference's "original_aspect_ratio": of the rounded size, not of the picture
-
-    w1 = (w // multiple) * multiple or multiple
-    h1 = (int(w1 * aspect) // multiple) * multiple or multiple
-    h2 = (h // multiple) * multiple or multiple
-    w2 = (int(h2 / aspect) // multiple) * multiple or multiple
-    if abs(w1 - w) + abs(h1 - h) <= abs(w2 - w) + abs(h2 - h):
-        return h1, w1
-    return h2, w2
 
 
 # ---------------------------------------------------------------------------------------------------- image

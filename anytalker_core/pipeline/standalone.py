@@ -33,7 +33,7 @@ from ..images import as_rgb, read_image
 from ..people.audio import CHUNK_FRAMES
 from ..people.routing import Routing, route_faces, route_from_boxes, route_from_masks
 from ..people.speakers import SpeakerLayout, arrange_speakers
-from ..sampling import SamplingCancelled, get_solver, negative_cond, sample
+from ..sampling import GUIDANCE, SamplingCancelled, default_shift, default_steps, get_solver, negative_cond, sample
 from ..timeline import FPS, latent_frames
 from .condition import MAX_AREA, build_y, target_size
 from .memory import free_memory, on_device
@@ -147,10 +147,10 @@ def prepare(
     max_frames: int | None = None,
     max_area: int = MAX_AREA,
     size: tuple[int, int] | None = None,
-    steps: int = 40,
-    guidance: float = 4.5,
+    steps: int | None = None,
+    guidance: float = GUIDANCE,
     audio_guidance: float | None = None,
-    shift: float = 5.0,
+    shift: float | None = None,
     solver: str = "unipc",
     seed: int | None = None,
     device: torch.device | str | None = None,
@@ -178,6 +178,9 @@ def prepare(
         if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
             raise ValueError(f"size must be (height, width), both positive multiples of 32, got {size}")
     say(f"picture {width}x{height} -> video {size[1]}x{size[0]}")
+    variant = getattr(getattr(models.dit, "config", None), "variant", None)
+    steps = default_steps(variant) if steps is None else steps
+    shift = default_shift(*size) if shift is None else shift
 
     with on_device(models.audio_encoder, dev, offload):
         layout = arrange_speakers(
@@ -248,7 +251,8 @@ def sample_window(
 
 def _announce(job: Job, say: Callable[[str], None]) -> None:
     audio = f", audio guidance {job.audio_guidance}" if job.audio_guidance is not None else ""
-    say(f"sampling: {job.steps} {job.solver} steps, guidance {job.guidance}{audio}, seed {job.seed}")
+    settings = f"{job.steps} {job.solver} steps, shift {job.shift:g}, guidance {job.guidance}{audio}"
+    say(f"sampling: {settings}, seed {job.seed}")
 
 
 @torch.no_grad()
@@ -277,7 +281,9 @@ def generate(
     :class:`~anytalker_core.sampling.SamplingCancelled` (memory is freed first). ``status(message)`` receives one
     line per stage.
 
-    Defaults are the reference's: 40 UniPC steps, guidance 4.5, shift 5, 832x480 area, its negative prompt.
+    Defaults are the reference's documented settings (:mod:`anytalker_core.sampling.defaults`): UniPC, 40 steps
+    for the 1.3B model and 20 for the 14B, guidance 4.5, shift 3 for a 480p clip (5 otherwise), the 832x480 area,
+    its negative prompt.
     Long clips: :func:`render` makes them window by window and streams them to a file.
     """
     say = status or (lambda message: log.info(message))
@@ -342,7 +348,8 @@ def render(
         follow_faces=track_faces, face_backend=options.get("face_backend", "auto"),
         face_root=options.get("face_root"), should_stop=should_stop, on_window=on_window,
     )  # fmt: skip
-    say(f"{len(run.plan)} window(s) of up to {window} frames, {motion_frames} motion frames; seed {job.seed}")
+    _announce(job, say)
+    say(f"{len(run.plan)} window(s) of up to {window} frames, {motion_frames} motion frames")
     layout, path = job.scene.layout, Path(out)
     try:
         write_video(path, iter(run), FPS, layout.mix, layout.mix_rate, overwrite=overwrite)

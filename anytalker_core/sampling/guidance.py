@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .defaults import GUIDANCE, default_shift_for_latent, default_steps
 from .schedule import check_schedule_args, flow_sigmas, timestep_lookup
 from .solvers import Callback, ShouldStop, get_solver
 
@@ -136,9 +137,9 @@ def _velocity_fn(model: Callable, conds: list[dict[str, Any]], batch: bool) -> C
 def sample(
     model: Callable,
     noise: torch.Tensor,
-    steps: int = 40,
-    shift: float = 5.0,
-    guidance: float = 4.5,
+    steps: int | None = None,
+    shift: float | None = None,
+    guidance: float = GUIDANCE,
     cond: Mapping[str, Any] | None = None,
     uncond: Mapping[str, Any] | None = None,
     solver: str = "unipc",
@@ -149,6 +150,10 @@ def sample(
     batch_cfg: bool = True,
 ) -> torch.Tensor:
     """Sample a latent ``[B, 16, T, H, W]`` from ``noise`` of that shape, as the reference's generate does.
+
+    Defaults are the reference's (:mod:`.defaults`): ``steps`` None = 40 for a 1.3B (``af``) model, 20 for a 14B
+    (``legacy``) one (read from ``model.config.variant``); ``shift`` None = 3 for a 480p clip, 5 otherwise (read
+    from the noise's size); ``guidance`` 4.5.
 
     ``cond`` and ``uncond`` are dicts of the model's keyword inputs (``text``, ``clip``, ``y``, ``audio``,
     ``faces``, ``masks``); the reference's uncond is the negative text with every identity's audio zeroed
@@ -169,9 +174,13 @@ def sample(
     it returns True :class:`~.solvers.SamplingCancelled` is raised.
     """
     solve = get_solver(solver)
-    check_schedule_args(steps, shift)
     if not isinstance(noise, torch.Tensor) or noise.dim() != 5:
         raise ValueError(f"noise must be a tensor [B, 16, T, H, W], got {getattr(noise, 'shape', type(noise))}")
+    if steps is None:
+        steps = default_steps(getattr(getattr(model, "config", None), "variant", None))
+    if shift is None:
+        shift = default_shift_for_latent(tuple(noise.shape[-2:]))
+    check_schedule_args(steps, shift)
     for name, g in (("guidance", guidance), ("audio_guidance", audio_guidance)):
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g)):
             raise ValueError(f"{name} must be a finite number, got {g!r}")

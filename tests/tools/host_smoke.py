@@ -106,7 +106,9 @@ def prepare(comfy_dir: Path) -> None:
     keys = text.state_dict()
     prefix = "" if "text_model." in next(iter(keys)) else "text_model."
     save(text, models / "text_encoders" / "clip_l_smoke.safetensors", prefix)
-    vae = WanVAE(dim=96, z_dim=16)
+    # the layout the host's own VAELoader builds for a Wan 2.1 VAE (comfy/sd.py): its time downsampling is
+    # [False, True, True], not the class default, or the host runs with 4 tensors left uninitialised
+    vae = WanVAE(dim=96, z_dim=16, temperal_downsample=[False, True, True])
     _seeded(vae, 4)
     save(vae, models / "vae" / "wan_vae_smoke.safetensors")
     inputs = comfy_dir / "input"

@@ -106,7 +106,7 @@ def workflow(picture: str, voices: list[str | None], prompt: str, mode: str, not
     )  # fmt: skip
     g.add("PreviewImage", [], (1640, 560), "Who drives which face", images=(video, 4))
     samples = g.add(
-        "AnyTalkerSampler", [42, "fixed", 40, 4.5, 5.0, "unipc"], (2000, 0), model=(model, 0),
+        "AnyTalkerSampler", [42, "fixed", 0, 4.5, 0.0, "unipc"], (2000, 0), model=(model, 0),
         positive=(video, 0), negative=(video, 1), latent=(video, 2),
     )  # fmt: skip
     frames = g.add("VAEDecode", [], (2360, 0), samples=(samples, 0), vae=(vae, 0))
@@ -139,7 +139,7 @@ def conversation(note: str) -> Graph:
             links["identities"] = (chain, 0)
         chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), f"Person {k + 1}", **links)
     long = g.add(
-        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 40, 4.5, 5.0, "unipc", True, True], (1640, 100),
+        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 0, 4.5, 0.0, "unipc", True, True], (1640, 100),
         model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), clip_vision=(vision, 0),
         audio_encoder=(encoder, 0), start_image=(image, 0), identities=(chain, 0),
     )  # fmt: skip
