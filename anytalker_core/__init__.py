@@ -10,60 +10,73 @@ Layers, each a subpackage that imports only the ones above it (``docs/architectu
 - :mod:`.sampling`: the noise schedule, the solvers, guidance;
 - :mod:`.pipeline`: conditioning, the window engine, ``generate`` / ``render``, the mp4 writer;
 - :mod:`.cli` and :mod:`.demo`: the command line and its built-in tiny models.
+
+The public names below load on first use (``at.load_dit`` imports the model layer then), so importing the
+package is instant and ``python -m anytalker_core`` can answer Ctrl-C while torch is still loading.
 """
+from __future__ import annotations
 
-from .encoders.image import clip_input
-from .encoders.vae import VideoVAE
-from .model import PRESETS, AnyTalkerConfig, AnyTalkerDiT, load_dit, read_state_dict, sdpa_attention
-from .people.audio import AudioEncoder, AudioError, encode_audio, load_audio, load_audio_encoder
-from .people.faces import FaceError, detect_faces, find_faces
-from .people.preview import preview
-from .people.routing import Routing, RoutingError, route_faces, route_from_boxes, route_from_masks
-from .people.speakers import Speaker, SpeakerLayout, arrange_speakers
-from .pipeline import Models, Scene, generate, load_models, render
-from .pipeline.condition import build_y, prepare_image, target_size
-from .pipeline.writer import write_png, write_video
-from .sampling import SamplingCancelled, flow_sigmas, sample
-from .weights import CheckpointError
+import importlib
+from typing import Any
 
-__all__ = [
-    "PRESETS",
-    "AnyTalkerConfig",
-    "AnyTalkerDiT",
-    "AudioEncoder",
-    "AudioError",
-    "CheckpointError",
-    "FaceError",
-    "Models",
-    "Routing",
-    "RoutingError",
-    "SamplingCancelled",
-    "Scene",
-    "Speaker",
-    "SpeakerLayout",
-    "VideoVAE",
-    "arrange_speakers",
-    "build_y",
-    "clip_input",
-    "detect_faces",
-    "encode_audio",
-    "find_faces",
-    "flow_sigmas",
-    "generate",
-    "load_audio",
-    "load_audio_encoder",
-    "load_dit",
-    "load_models",
-    "prepare_image",
-    "preview",
-    "read_state_dict",
-    "render",
-    "route_faces",
-    "route_from_boxes",
-    "route_from_masks",
-    "sample",
-    "sdpa_attention",
-    "target_size",
-    "write_png",
-    "write_video",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "clip_input": ".encoders.image",
+    "VideoVAE": ".encoders.vae",
+    "PRESETS": ".model",
+    "AnyTalkerConfig": ".model",
+    "AnyTalkerDiT": ".model",
+    "load_dit": ".model",
+    "read_state_dict": ".model",
+    "sdpa_attention": ".model",
+    "AudioEncoder": ".people.audio",
+    "AudioError": ".people.audio",
+    "encode_audio": ".people.audio",
+    "load_audio": ".people.audio",
+    "load_audio_encoder": ".people.audio",
+    "FaceError": ".people.faces",
+    "detect_faces": ".people.faces",
+    "find_faces": ".people.faces",
+    "preview": ".people.preview",
+    "Routing": ".people.routing",
+    "RoutingError": ".people.routing",
+    "route_faces": ".people.routing",
+    "route_from_boxes": ".people.routing",
+    "route_from_masks": ".people.routing",
+    "Speaker": ".people.speakers",
+    "SpeakerLayout": ".people.speakers",
+    "arrange_speakers": ".people.speakers",
+    "Models": ".pipeline",
+    "Scene": ".pipeline",
+    "generate": ".pipeline",
+    "load_models": ".pipeline",
+    "render": ".pipeline",
+    "build_y": ".pipeline.condition",
+    "prepare_image": ".pipeline.condition",
+    "target_size": ".pipeline.condition",
+    "write_png": ".pipeline.writer",
+    "write_video": ".pipeline.writer",
+    "SamplingCancelled": ".sampling",
+    "flow_sigmas": ".sampling",
+    "sample": ".sampling",
+    "CheckpointError": ".weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name (or a subpackage, e.g. ``at.model``) on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

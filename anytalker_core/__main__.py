@@ -2,7 +2,15 @@
 
 import sys
 
-from .cli import main
+
+def _run() -> int:
+    try:
+        from .cli import main  # imports torch: Ctrl-C here must not end in a traceback either
+    except KeyboardInterrupt:
+        sys.stderr.write("\ncancelled: nothing was written\n")
+        return 130
+    return main()
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

@@ -25,6 +25,7 @@ from .model.dit import AnyTalkerDiT
 from .model.loader import check_keys, read_state_dict, resolve_config
 from .weights import CheckpointError
 
+DEMO_OUT = Path("anytalker_demo") / "demo.mp4"  # relative to the current folder; git ignores it in a checkout
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -92,6 +93,9 @@ class _Progress:
         if self.bar.total is None:
             self.bar.reset(total=total * self.windows)
         self.bar.update(self.base + step + 1 - self.bar.n)
+        if step + 1 == total:  # the VAE decode and the mp4 writing come next
+            where = f"window {self.index + 1}/{self.windows}: " if self.windows > 1 else ""
+            self.bar.set_description(f"{where}decoding and writing")
 
     def close(self) -> None:
         self.bar.close()
@@ -159,13 +163,88 @@ def _parse_faces(text: str | None) -> list[list[float]] | None:
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"832x480"`` (width x height, as typed) -> (height, width), both positive multiples of 32."""
     if not text:
         return None
     try:
         w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
     except ValueError:
         raise ValueError(f"--size must look like 832x480 (width x height), got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        near = lambda v: f"{max(32, v // 32 * 32)} or {max(32, v // 32 * 32) + 32}" if v % 32 else str(v)  # noqa: E731
+        raise ValueError(f"--size {text}: width and height must be positive multiples of 32 (width {near(w)}, "
+                         f"height {near(h)})")  # fmt: skip
     return h, w
+
+
+def _parse_offsets(text: str | None, people: int) -> list[float] | None:
+    if not text:
+        return None
+    values = []
+    for i, part in enumerate(text.split(",")):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ValueError(f"--offsets: value {i + 1} {part.strip()!r} is not a number of seconds") from None
+        if not math.isfinite(values[-1]) or values[-1] < 0:
+            raise ValueError(f"--offsets: value {i + 1} is {part.strip()}; expected seconds >= 0")
+    if len(values) != people:
+        raise ValueError(f"--offsets gives {len(values)} start times for {people} people (one per --audio)")
+    return values
+
+
+def _check_device(text: str) -> None:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {text}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
+                             "or install a CUDA build of PyTorch")  # fmt: skip
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: there are {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {text}: Apple's MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {text}: only cpu, cuda and mps are supported")
+
+
+def _check_number(value: float | None, flag: str, minimum: float, inclusive: bool = True) -> None:
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+    if not ok:
+        raise ValueError(f"{flag} is {value}; expected a number {'>=' if inclusive else '>'} {minimum:g}")
+
+
+def _check_model_file(flag: str, value: str | None, optional: bool = False) -> None:
+    from .weights import file_kind
+
+    if value is None and optional:
+        return
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{flag}: not found: {value}")
+    kind = file_kind(path) if path.is_file() and path.suffix.lower() != ".json" else None
+    if kind is not None:
+        raise ValueError(f"{flag}: {value} is {kind}, not a model file")
+
+
+def _check_windows(args: argparse.Namespace) -> None:
+    timeline.check_frames(args.window, "--window", minimum=5)
+    timeline.check_frames(args.motion_frames, "--motion-frames")
+    if args.motion_frames >= args.window:
+        raise ValueError(f"--motion-frames ({args.motion_frames}) must be shorter than --window ({args.window})")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out: {parent} is a file, not a folder")
+            break
+    _check_outputs(out, overwrite)
 
 
 def _run(args: argparse.Namespace, models: Any, image: Any, audio: list, prompt: str, **kwargs: Any) -> int:
@@ -219,7 +298,11 @@ def _conversation(seconds: float) -> tuple[list, int]:
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    _check_outputs(Path(args.out).expanduser(), args.overwrite)
+    if args.out is None:  # the demo's own output: a re-run replaces it
+        args.out, args.overwrite = str(DEMO_OUT), True
+    _check_out(Path(args.out).expanduser(), args.overwrite)
+    _check_windows(args)
+    _check_number(args.steps, "--steps", 1)
     print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is moving noise over the "
           "picture's layout; real weights make real faces talk; see README)", file=sys.stderr)
     models = demo.tiny_models(seed=args.seed)
@@ -236,29 +319,62 @@ def _demo(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from .pipeline import MAX_AREA, load_models
 
-    out = Path(args.out).expanduser()
-    _check_outputs(out, args.overwrite)
-    audio = [None if a.lower() in ("none", "-", "listener") else a for a in args.audio]
-    for a in audio:
-        if a is not None and not Path(a).expanduser().is_file():
-            raise FileNotFoundError(f"--audio: file not found: {a}")
-    if not Path(args.image).expanduser().is_file():
-        raise FileNotFoundError(f"--image: file not found: {args.image}")
-    faces = _parse_faces(args.faces)
-    size = _parse_size(args.size)
-    offsets = [float(v) for v in args.offsets.split(",")] if args.offsets else None
+    inputs = _check_generate(args)  # everything cheap, before the first weight loads
     print("loading models", file=sys.stderr)
     models = load_models(
         args.dit, args.wav2vec2, args.text_encoder, args.image_encoder, args.vae, tokenizer=args.tokenizer,
         dit_config=args.dit_config, dtype=DTYPES[args.dtype or ("fp32" if args.device == "cpu" else "bf16")],
     )  # fmt: skip
     return _run(
-        args, models, args.image, audio, args.prompt, negative_prompt=args.negative_prompt, faces=faces,
-        order=args.order, mode=args.mode, offsets=offsets, num_frames=args.frames, max_area=args.max_area or MAX_AREA,
-        size=size, steps=args.steps, guidance=args.guidance, audio_guidance=args.audio_guidance, shift=args.shift,
-        solver=args.solver, seed=args.seed, device=args.device, offload=not args.no_offload,
+        args, models, inputs["picture"], inputs["audio"], args.prompt, negative_prompt=args.negative_prompt,
+        faces=inputs["faces"], order=args.order, mode=args.mode, offsets=inputs["offsets"], num_frames=args.frames,
+        max_area=args.max_area or MAX_AREA, size=inputs["size"], steps=args.steps, guidance=args.guidance,
+        audio_guidance=args.audio_guidance, shift=args.shift, solver=args.solver, seed=args.seed, device=args.device,
+        offload=not args.no_offload,
         face_backend=args.face_backend,
     )  # fmt: skip
+
+
+def _check_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Every input that can be checked cheaply, before any weight loads; each failure names its flag."""
+    from .images import read_image
+    from .people.audio import load_audio
+    from .people.faces import detect_faces
+    from .people.routing import parse_order
+
+    _check_device(args.device)
+    _check_number(args.steps, "--steps", 1)
+    _check_number(args.shift, "--shift", 0, inclusive=False)
+    _check_number(args.guidance, "--guidance", 0)
+    _check_number(args.audio_guidance, "--audio-guidance", 0)
+    _check_number(args.max_area, "--max-area", 1)
+    if args.frames is not None:
+        timeline.check_frames(args.frames, "--frames")
+    _check_windows(args)
+    size = _parse_size(args.size)
+    audio = [None if a.lower() in ("none", "-", "listener") else a for a in args.audio]
+    offsets = _parse_offsets(args.offsets, len(audio))
+    faces = _parse_faces(args.faces)
+    _check_out(Path(args.out).expanduser(), args.overwrite)
+    for flag, value, optional in (("--dit", args.dit, False), ("--wav2vec2", args.wav2vec2, False),
+                                  ("--text-encoder", args.text_encoder, False), ("--tokenizer", args.tokenizer, True),
+                                  ("--image-encoder", args.image_encoder, False), ("--vae", args.vae, False),
+                                  ("--dit-config", args.dit_config, True)):  # fmt: skip
+        _check_model_file(flag, value, optional)
+    if not Path(args.image).expanduser().is_file():
+        raise FileNotFoundError(f"--image: file not found: {args.image}")
+    picture = read_image(args.image, name="--image")
+    for i, track in enumerate(audio):
+        if track is not None:
+            if not Path(track).expanduser().is_file():
+                raise FileNotFoundError(f"--audio {i + 1}: file not found: {track}")
+            load_audio(track, speaker=f"--audio {i + 1} ({track})")  # decodable, not silent-empty
+    parse_order(args.order, len(audio))
+    if faces is None:  # enough faces for the people (the pipeline detects them again, as cheaply)
+        detect_faces(picture, n=len(audio), backend=args.face_backend)
+    elif len(faces) < len(audio):
+        raise ValueError(f"--faces gives {len(faces)} boxes for {len(audio)} people (one per --audio)")
+    return {"picture": picture, "audio": audio, "offsets": offsets, "faces": faces, "size": size}
 
 
 def _window_options(parser: argparse.ArgumentParser) -> None:
@@ -279,12 +395,13 @@ def _parser() -> argparse.ArgumentParser:
     from .sampling import SOLVER_NAMES
     from .sampling.defaults import GUIDANCE, SHIFT_480P, SHIFT_OTHER, STEPS
 
-    parser = argparse.ArgumentParser(prog="python -m anytalker_core", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m anytalker_core",
+                                     description="AnyTalker: talking videos of several people from one picture.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the whole pipeline on tiny built-in models (seconds, no downloads)")
-    demo.add_argument("--out", default="demo.mp4", help="the video to write (default demo.mp4); the face binding "
-                      "goes next to it as <name>_binding.png")
+    demo.add_argument("--out", default=None, help=f"the video to write (default {DEMO_OUT}, replaced on every run); "
+                      "the face binding goes next to it as <name>_binding.png")
     demo.add_argument("--steps", type=int, default=12, help="sampling steps (default 12)")
     demo.add_argument("--seed", type=int, default=0, help="seed for the tiny weights and the noise (default 0)")
     demo.add_argument("--seconds", type=float, default=None, help="render this many seconds (rounded up to whole "
@@ -361,26 +478,29 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in ("demo", "generate"):
-        from .pipeline.memory import lean_heap
-
-        lean_heap()  # our own process: keep long videos at constant memory
-    if args.command == "generate" and args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    command = {"demo": _demo, "generate": _generate, "inspect": _inspect}[args.command]
-    from .people.audio import AudioError
-    from .people.faces import FaceError
-    from .people.routing import RoutingError
-    from .sampling import SamplingCancelled
-
     try:
-        return command(args)
-    except (KeyboardInterrupt, SamplingCancelled):
+        args = _parser().parse_args(argv)
+        if args.command in ("demo", "generate"):
+            from .pipeline.memory import lean_heap
+
+            lean_heap()  # our own process: keep long videos at constant memory
+        if args.command == "generate" and args.device is None:
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        command = {"demo": _demo, "generate": _generate, "inspect": _inspect}[args.command]
+        from .people.audio import AudioError
+        from .people.faces import FaceError
+        from .people.routing import RoutingError
+        from .sampling import SamplingCancelled
+
+        try:
+            return command(args)
+        except SamplingCancelled:
+            print("\ncancelled: nothing was written", file=sys.stderr)
+            return 130
+        except (CheckpointError, AudioError, FaceError, RoutingError, FileNotFoundError, FileExistsError,
+                IsADirectoryError, NotADirectoryError, PermissionError, ValueError, TypeError) as err:  # fmt: skip
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:  # also while torch or a model is still loading
         print("\ncancelled: nothing was written", file=sys.stderr)
         return 130
-    except (CheckpointError, AudioError, FaceError, RoutingError, FileNotFoundError, FileExistsError,
-            IsADirectoryError, ValueError, TypeError) as err:  # fmt: skip
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-

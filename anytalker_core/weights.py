@@ -8,7 +8,7 @@ and state dicts in memory. ComfyUI's scaled-fp8 files are turned back into plain
 from __future__ import annotations
 
 import json
-import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,7 +24,80 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and what is wrong."""
 
 
+# What a file that is not a checkpoint usually is, from its first bytes (for the one-line refusal).
+_KINDS = (
+    (b"RIFF", "a WAV audio file"), (b"ID3", "an MP3 audio file"), (b"fLaC", "a FLAC audio file"),
+    (b"OggS", "an Ogg audio file"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"),
+)
+
+
+def file_kind(path: Path) -> str | None:
+    """What ``path`` looks like when it is plainly not a checkpoint ("an empty file", "a PNG image", "a text
+    file", ...); None when it may be one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    for magic, kind in _KINDS:
+        if head.startswith(magic):
+            return kind
+    if head[4:8] == b"ftyp":
+        return "an MP4/M4A media file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "a JSON file" if text.lstrip().startswith(("{", "[")) else "a text file"
+    return None
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The globals a plain pickle would import, read without running it (``pickletools``); None when the file
+    is not a pickle at all."""
+    import pickletools
+
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle (random bytes, a zip that is not torch's, ...)
+        return None
+    return names
+
+
+def refuse_code(path: Path | str, err: BaseException) -> CheckpointError | None:
+    """The refusal for a file that asks to run code when loaded (torch's weights-only unpickler, or a scan of a
+    plain pickle, found a global it would import), naming what it asked for; None for other failures. Never
+    passes on torch's advice to load the file unsafely."""
+    text = str(err)
+    wanted = re.search(r"GLOBAL ([\w.]+)", text)
+    if wanted is None and "Unsupported operand" in text:  # a plain pickle torch's safe loader cannot parse
+        found = [g for g in (_pickle_globals(Path(path)) or []) if not g.startswith(("torch.", "collections."))]
+        wanted = re.match(r"(.+)", found[0]) if found else None
+    if wanted is None:
+        return None
+    return CheckpointError(
+        f"{path}: refused: loading this file would run code (it asks for {wanted.group(1)}), so it was not loaded; "
+        "checkpoints are only read as plain tensors. Use the official file, or a .safetensors copy from a source "
+        "you trust."
+    )
+
+
 def _read_torch(path: Path) -> Any:
+    kind = file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint: it is {kind}")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -33,27 +106,37 @@ def _read_torch(path: Path) -> Any:
                 raise
             # files from torch < 1.6 (legacy format) cannot be memory-mapped
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = str(err).split("WeightsUnpickler error:")[-1].strip().split("\n")[0][:240]
-        if "Unsupported global" in str(err):
-            raise CheckpointError(
-                f"{path}: refused to load: this pickle needs code execution, and checkpoints are only loaded "
-                f"with weights_only=True ({detail}). Use the official file, or convert it to .safetensors in an "
-                "environment you trust."
-            ) from None
+    except Exception as err:  # any file content must end in one line, never a traceback
+        refused = refuse_code(path, err)
+        if refused is not None:
+            raise refused from None
+        if "Unsupported operand" in str(err) or "PytorchStreamReader" in str(err):
+            detail = "not a torch zip archive or a pickle of tensors; it may be truncated or of another kind"
+        else:
+            detail = str(err).strip().split("\n")[0][:200] or type(err).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
 
 
 def _read_safetensors(path: Path) -> StateDict:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    kind = file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: not a .safetensors file: it is {kind}")
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({err})") from None
+    except Exception as err:  # SafetensorError, OSError, a header that is not JSON, ...
+        detail = str(err).strip().split("\n")[0][:200] or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({detail})") from None
+
+
+def inside(folder: Path, name: str, what: str) -> Path:
+    """``folder / name``, refused unless it stays inside ``folder`` (no ``..``, no absolute path, no link out)."""
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise CheckpointError(f"{what}: {name!r} points outside {folder}; refused")
+    return target
 
 
 def _unwrap(obj: Any, source: str) -> StateDict:
@@ -73,8 +156,11 @@ def _unwrap(obj: Any, source: str) -> StateDict:
 def _folder_files(folder: Path) -> list[Path]:
     index = sorted(folder.glob("*.safetensors.index.json"))
     if index:
-        weight_map = json.loads(index[0].read_text()).get("weight_map", {})
-        return [folder / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index[0].read_text()).get("weight_map", {})
+        except (ValueError, AttributeError) as err:
+            raise CheckpointError(f"{index[0]}: not a readable shard index ({err})") from None
+        return [inside(folder, str(name), str(index[0])) for name in sorted(set(weight_map.values()))]
     shards = sorted(folder.glob("*.safetensors"))
     if shards:
         return shards
@@ -104,13 +190,25 @@ def read_tensors(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[State
     for file in files:
         if not file.exists():
             raise CheckpointError(f"{path}: shard {file.name} named in the index is missing")
-        if file.suffix == ".safetensors":
-            part = _read_safetensors(file)
-        else:
-            part = _unwrap(_read_torch(file), str(file))
-        state.update(part)
+        state.update(read_file(file))
     return state, str(path)
 
+
+def read_file(file: Path) -> StateDict:
+    """The tensors of one weights file: safetensors by its suffix, anything else as a weights-only pickle."""
+    if file.suffix == ".safetensors":
+        return _read_safetensors(file)
+    return _unwrap(_read_torch(file), str(file))
+
+
+def load_error(path: Path | str, err: BaseException, what: str) -> CheckpointError:
+    """One line for a library loader's failure on ``path`` (``from_pretrained`` of a folder): the code refusal when
+    the file asked to run code, else what the folder is not."""
+    refused = refuse_code(path, err)
+    if refused is not None:
+        return refused
+    detail = str(err).strip().split("\n")[0][:200] or type(err).__name__
+    return CheckpointError(f"{path}: not a loadable {what} ({detail})")
 
 
 _SCALE_SUFFIXES = (".scale_weight", ".weight_scale")

@@ -90,7 +90,7 @@ class Exploit:
 def test_pickle_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {"x": torch.zeros(1)}, "payload": Exploit()}, path)
-    with pytest.raises(at.CheckpointError, match="refused to load: this pickle needs code execution"):
+    with pytest.raises(at.CheckpointError, match=r"refused: loading this file would run code \(it asks for print\)"):
         at.load_dit(path)
 
 
@@ -98,6 +98,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 def test_unreadable_files_name_the_file(tmp_path):
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(at.CheckpointError, match="broken.safetensors: not a .safetensors file: it is a text file"):
+        at.load_dit(garbage)
+    garbage.write_bytes(bytes(range(256)))
     with pytest.raises(at.CheckpointError, match="broken.safetensors: not a readable .safetensors file"):
         at.load_dit(garbage)
     (tmp_path / "broken.pth").write_bytes(pickle.dumps([1, 2]) + b"junk")

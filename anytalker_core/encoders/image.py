@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..images import check_chw
-from ..weights import CheckpointError, StateDict, dequantize, read_tensors
+from ..weights import CheckpointError, StateDict, dequantize, load_error, read_tensors
 
 CLIP_SIZE = 224
 # open-clip image normalisation used by the reference's CLIP transforms (wan/modules/clip.py ``_clip``).
@@ -207,7 +207,10 @@ def load_image_encoder(
 
     path = None if isinstance(source, Mapping) else Path(source).expanduser()
     if path is not None and path.is_dir() and (path / "config.json").is_file():
-        model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        try:
+            model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        except Exception as err:  # any folder content ends in one line
+            raise load_error(path, err, "CLIP vision folder") from None
         return CLIPImageEncoder(model.to(device))
     if path is not None and num_heads is None:
         config_file = path.with_name("config.json")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from ..weights import CheckpointError, StateDict, dequantize, read_tensors
+from ..weights import CheckpointError, StateDict, dequantize, load_error, read_tensors
 
 TEXT_LEN = 512  # tokens kept, end token included (reference seq_len)
 EOS_ID = 1  # umT5's </s>
@@ -173,8 +173,8 @@ def _tokenizer(tokenizer: Any, state: Mapping[str, torch.Tensor], source: str) -
     if "spiece_model" in state:
         return _sentencepiece(state["spiece_model"].cpu().numpy().tobytes(), source)
     raise CheckpointError(
-        f"{source}: holds no tokenizer; pass tokenizer= the umT5 'spiece.model' file or a Hugging Face tokenizer "
-        "folder (google/umt5-xxl)"
+        f"{source}: holds no tokenizer; give the umT5 'spiece.model' file or a Hugging Face tokenizer folder "
+        "(google/umt5-xxl) as the tokenizer (--tokenizer on the command line, tokenizer= in Python)"
     )
 
 
@@ -195,12 +195,15 @@ def load_text_encoder(
 
     path = None if isinstance(source, Mapping) else Path(source).expanduser()
     if path is not None and path.is_dir() and (path / "config.json").is_file():
-        model = UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype or torch.bfloat16)
+        try:
+            model = UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype or torch.bfloat16)
+        except Exception as err:  # any folder content ends in one line
+            raise load_error(path, err, "umT5 encoder folder") from None
         return UMT5TextEncoder(model.to(device), _tokenizer(tokenizer or path, {}, str(path)))
 
     raw, name = read_tensors(source)
+    state = _hf_keys(dequantize(raw, name), name)  # what the file is first, then whether it carries a tokenizer
     tokenize = _tokenizer(tokenizer, raw, name)
-    state = _hf_keys(dequantize(raw, name), name)
     config = umt5_config(state, name)
     if dtype is None:
         dtype = torch.float32 if state["shared.weight"].dtype == torch.float32 else torch.bfloat16

@@ -116,7 +116,8 @@ def resolve_config(
         if fields["dim"] % REAL_HEAD_DIM:
             raise CheckpointError(
                 f"{source}: num_heads cannot be read from the weights and dim {fields['dim']} is not a multiple of "
-                f"{REAL_HEAD_DIM} (the head size of the published models); pass config={{'num_heads': ...}}"
+                f"{REAL_HEAD_DIM} (the head size of the published models); give the reference's config JSON with its "
+                "num_heads (--config / --dit-config on the command line, config= in Python)"
             )
         fields["num_heads"] = fields["dim"] // REAL_HEAD_DIM
     try:
