@@ -303,8 +303,8 @@ def _demo(args: argparse.Namespace) -> int:
     _check_out(Path(args.out).expanduser(), args.overwrite)
     _check_windows(args)
     _check_number(args.steps, "--steps", 1)
-    print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is moving noise over the "
-          "picture's layout; real weights make real faces talk; see README)", file=sys.stderr)
+    print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is coloured noise: nothing of "
+          "the picture survives random weights; real weights make real faces talk, see the README)", file=sys.stderr)
     models = demo.tiny_models(seed=args.seed)
     audio, options = list(demo.AUDIO), {"mode": demo.MODE}
     if args.seconds is not None:

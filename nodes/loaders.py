@@ -26,6 +26,10 @@ def checkpoint_path(name: str) -> str:
     for folder in (FOLDER, "diffusion_models"):
         path = folder_paths.get_full_path(folder, name)
         if path is not None and os.path.isfile(path):
+            roots = [os.path.realpath(root) for root in folder_paths.get_folder_paths(folder)]
+            real = os.path.realpath(path)
+            if not any(os.path.commonpath([real, root]) == root for root in roots):  # no "..", no link out
+                raise ValueError(f"model_name: {name!r} points outside models/{folder}; refused")
             return path
     raise FileNotFoundError(
         f"AnyTalker checkpoint {name!r} not found in models/{FOLDER} or models/diffusion_models; refresh the "

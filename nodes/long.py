@@ -15,7 +15,7 @@ from ..anytalker_core.pipeline.colors import anchor_colors, color_stats
 from ..anytalker_core.pipeline.windows import Window, WindowInputs, WindowRun, plan_windows, window_inputs
 from ..anytalker_core.sizes import PIXELS_PER_LATENT
 from .conditioning import clip_scene, mixed_audio, window_conditioning
-from .schema import EXPERT, clip_inputs, sampling_inputs
+from .schema import EXPERT, check_clip, check_windows, clip_inputs, sampling_inputs
 from .schema import window_inputs as window_schema
 
 
@@ -53,6 +53,11 @@ class AnyTalkerExtend(io.ComfyNode):
                               tooltip="Frames of the clip still to make after this window (0: this is the last)."),
             ],
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None) -> bool | str:
+        clip = check_clip(width, height, length)
+        return check_windows(window, motion_frames) if clip is True else clip
 
     @classmethod
     def execute(cls, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width, height,
@@ -124,6 +129,11 @@ class AnyTalkerLongVideo(io.ComfyNode):
                 io.Audio.Output(display_name="audio", tooltip="Everybody's voice on the clip's timeline."),
             ],
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None) -> bool | str:
+        clip = check_clip(width, height, length)
+        return check_windows(window, motion_frames) if clip is True else clip
 
     @classmethod
     def execute(cls, model, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width,

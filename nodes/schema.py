@@ -76,3 +76,39 @@ def sampling_inputs(steps_tooltip: str = "Sampling steps") -> list:
     io.Combo.Input("solver", options=list(SOLVER_NAMES), default="unipc", **EXPERT,
                    tooltip="unipc: the reference's flow UniPC (bh2, order 2); euler and dpmpp_2m are lighter."),
     ]  # fmt: skip
+
+
+def check_clip(width: int | None, height: int | None, length: int | None) -> bool | str:
+    """``validate_inputs`` for the clip inputs (runs when the prompt is queued, before anything loads): True, or
+    one line naming the input and the nearest valid values."""
+    from ..anytalker_core import timeline
+
+    if width is not None and height is not None:
+        for name, value in (("width", width), ("height", height)):
+            if not 0 <= value <= 4096 or value % 32:
+                below = value // 32 * 32
+                return f"{name} is {value}: use a multiple of 32 ({below} or {below + 32}), or 0 with the other 0"
+        if (width == 0) != (height == 0):
+            return f"width {width} and height {height}: give both (multiples of 32), or both 0 for the picture's aspect"
+    if length:
+        try:
+            timeline.check_frames(length, "length (0 = as long as the audio)")
+        except ValueError as err:
+            return str(err)
+    return True
+
+
+def check_windows(window: int | None, motion_frames: int | None) -> bool | str:
+    """``validate_inputs`` for window and motion_frames (4n+1 each, the motion shorter than the window)."""
+    from ..anytalker_core import timeline
+
+    try:
+        if window is not None:
+            timeline.check_frames(window, "window", minimum=5)
+        if motion_frames is not None:
+            timeline.check_frames(motion_frames, "motion_frames")
+    except ValueError as err:
+        return str(err)
+    if window is not None and motion_frames is not None and motion_frames >= window:
+        return f"motion_frames ({motion_frames}) must be shorter than the window ({window})"
+    return True

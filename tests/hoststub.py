@@ -89,7 +89,11 @@ def install(monkeypatch, models_dir: Path) -> types.ModuleType:
                 return str(Path(d) / filename)
         return None
 
+    def get_folder_paths(name: str) -> list[str]:
+        return list(folder_paths.folder_names_and_paths.get(name, ([], set()))[0])
+
     folder_paths.get_filename_list, folder_paths.get_full_path = get_filename_list, get_full_path
+    folder_paths.get_folder_paths = get_folder_paths
     for name, module in (("comfy_api", comfy_api), ("comfy_api.latest", latest), ("folder_paths", folder_paths)):
         monkeypatch.setitem(sys.modules, name, module)
     return io

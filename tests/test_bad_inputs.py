@@ -22,6 +22,7 @@ from anytalker_core.encoders.image import load_image_encoder
 from anytalker_core.encoders.text import load_text_encoder
 from anytalker_core.encoders.vae import load_vae
 from anytalker_core.people.audio import AudioError, load_audio_encoder
+from test_nodes import PACK, pack  # noqa: F401  (pack: the node pack on a stand-in host)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol", "ignore:.*weights_only.*")
 
@@ -253,3 +254,36 @@ def test_the_demo_replaces_its_own_default_output(tmp_path, monkeypatch, capsys)
     out.write_bytes(b"keep")
     assert main(["demo", "--steps", "1", "--out", str(out)]) == 2  # a file the user named is never replaced
     assert out.read_bytes() == b"keep" and "--overwrite" in capsys.readouterr().err
+
+
+def test_the_model_loader_node_keeps_names_inside_its_folders(pack, tmp_path):  # noqa: F811
+    import importlib
+
+    loaders = importlib.import_module(f"{PACK}.nodes.loaders")
+    folder = tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    (folder / "ok.pth").write_bytes(b"x")
+    (tmp_path / "models" / "outside.pth").write_bytes(b"x")
+    assert loaders.checkpoint_path("ok.pth") == str(folder / "ok.pth")
+    with pytest.raises(ValueError, match="points outside models/diffusion_models"):
+        loaders.checkpoint_path("../outside.pth")
+
+
+NODE_CASES = [
+    ("AnyTalkerImageToVideo", {"width": 100, "height": 64, "length": 0}, "width is 100: use a multiple of 32 (96 or"),
+    ("AnyTalkerImageToVideo", {"width": 96, "height": 0, "length": 0}, "give both"),
+    ("AnyTalkerImageToVideo", {"width": 0, "height": 0, "length": 8}, "length (0 = as long as the audio) is 8"),
+    ("AnyTalkerExtend", {"width": 0, "height": 0, "length": 0, "window": 10, "motion_frames": 5}, "window is 10"),
+    ("AnyTalkerLongVideo", {"width": 0, "height": 0, "length": 41, "window": 17, "motion_frames": 17},
+     "motion_frames (17) must be shorter than the window (17)"),
+]
+
+
+@pytest.mark.parametrize("node, values, expected", NODE_CASES)
+def test_nodes_refuse_bad_values_when_the_prompt_is_queued(pack, node, values, expected):  # noqa: F811
+    _, nodes = pack
+    cls = next(n for n in nodes.NODE_LIST if n.define_schema().node_id == node)
+    assert expected in cls.validate_inputs(**values)
+    good = {k: {"width": 96, "height": 64, "length": 41, "window": 17, "motion_frames": 5}[k] for k in values}
+    assert cls.validate_inputs(**good) is True
+    assert cls.validate_inputs() is True  # inputs fed by links are checked when the node runs

@@ -149,3 +149,13 @@ def test_pyproject_metadata():
     assert sorted(dependencies) == sorted(requirements), (
         f"pyproject.toml dependencies {dependencies} differ from requirements.txt {requirements}"
     )
+
+
+def test_the_registry_icon_is_a_file_in_the_repository():
+    icon = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["Icon"]
+    repository = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    owner_repo = repository.removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{owner_repo}/main/"
+    assert icon.startswith(prefix), icon
+    path = REPO_ROOT / icon.removeprefix(prefix)
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
