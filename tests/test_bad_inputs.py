@@ -287,3 +287,21 @@ def test_nodes_refuse_bad_values_when_the_prompt_is_queued(pack, node, values, e
     good = {k: {"width": 96, "height": 64, "length": 41, "window": 17, "motion_frames": 5}[k] for k in values}
     assert cls.validate_inputs(**good) is True
     assert cls.validate_inputs() is True  # inputs fed by links are checked when the node runs
+
+
+def test_a_file_of_another_model_says_what_it_is_not(files):
+    with pytest.raises(at.CheckpointError, match="not a umT5 text encoder"):
+        load_text_encoder(files["vae"])
+    with pytest.raises(at.CheckpointError, match="does not look like an AnyTalker/Wan DiT checkpoint"):
+        at.load_dit(files["text"])
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    """``python -m anytalker_core`` answers Ctrl-C in one line even while torch loads: the package imports none."""
+    import subprocess
+    import sys
+
+    code = "import anytalker_core, sys; print('torch' in sys.modules, anytalker_core.load_dit.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout.split()  # fmt: skip
+    assert out == ["False", "load_dit"]
