@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -55,7 +56,7 @@ def prepare(comfy_dir: Path) -> None:
     from safetensors.torch import save_file
     from transformers import (
         CLIPTextConfig,
-        CLIPTextModel,
+        CLIPTextModelWithProjection,
         CLIPVisionConfig,
         CLIPVisionModel,
         Wav2Vec2Config,
@@ -100,8 +101,10 @@ def prepare(comfy_dir: Path) -> None:
     keys = tower.state_dict()
     prefix = "" if next(iter(keys)).startswith("vision_model.") else "vision_model."
     save(tower, models / "clip_vision" / "clip_vision_smoke.safetensors", prefix)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, max_position_embeddings=77))  # fmt: skip
+    # with its projection, as the host's CLIP-L files have it (else the host warns "clip missing: text_projection")
+    text = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                      num_attention_heads=12, max_position_embeddings=77,
+                                                      projection_dim=768))  # fmt: skip
     _seeded(text, 3)
     keys = text.state_dict()
     prefix = "" if "text_model." in next(iter(keys)) else "text_model."
@@ -228,11 +231,15 @@ def run(url: str, workflow: Path | None = None) -> int:
     graph = prompt() if workflow is None else from_workflow(workflow, url)
     body = json.dumps({"prompt": graph, "client_id": client}).encode()
     request = urllib.request.Request(f"{url}/prompt", body, {"Content-Type": "application/json"})
+    since = max((t for t, _ in _host_log(url)), default="")
     try:
         with urllib.request.urlopen(request) as response:
             answer = json.load(response)
     except urllib.error.HTTPError as err:
         sys.stdout.write(err.read().decode() + "\n")
+        return 1
+    if answer.get("node_errors"):  # 0.33 queues the rest of a prompt in which a node was refused
+        sys.stdout.write("refused nodes: " + json.dumps(answer["node_errors"])[:3000] + "\n")
         return 1
     prompt_id = answer["prompt_id"]
     sys.stdout.write(f"queued {prompt_id}\n")
@@ -248,8 +255,21 @@ def run(url: str, workflow: Path | None = None) -> int:
                 if message[0] == "execution_error":
                     sys.stdout.write("\n" + json.dumps(message[1])[:3000])
             sys.stdout.write("\n")
-            return 0 if status.get("status_str") == "success" else 1
+            warnings = [line for t, line in _host_log(url) if t > since and LOAD_WARNING.search(line)]
+            for line in warnings:
+                sys.stdout.write(f"host warning: {line.strip()}\n")
+            return 0 if status.get("status_str") == "success" and not warnings else 1
     return 1
+
+
+# What the host logs when a file's layout is not the one its loader expects (keys left out or left over).
+LOAD_WARNING = re.compile(r"[Mm]issing .*keys|clip missing|unexpected|left over keys", re.IGNORECASE)
+
+
+def _host_log(url: str) -> list[tuple[str, str]]:
+    """The host's recent log lines as (time, message) (its /internal/logs/raw buffer)."""
+    with urllib.request.urlopen(f"{url}/internal/logs/raw") as response:
+        return [(str(e.get("t", "")), str(e.get("m", ""))) for e in json.load(response).get("entries", [])]
 
 
 def main() -> int:
