@@ -26,8 +26,16 @@ class Voice:
 
 @dataclass(frozen=True)
 class Identity:
-    """One person: their voice (``None`` = a listener), their face mask ``[H, W]`` and a start delay in seconds."""
+    """One person: their voice (``None`` = a listener), their face mask and a start delay in seconds.
+
+    ``face_mask``: ``[H, W]`` (the face holds still), or ``[F, H, W]`` with one mask per video frame (a moving
+    mask; the clip's node checks that F is the clip's length).
+    """
 
     voice: Voice | None
     face_mask: torch.Tensor
     offset: float = 0.0
+
+    @property
+    def moving(self) -> bool:
+        return self.face_mask.dim() == 3

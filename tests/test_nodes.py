@@ -308,7 +308,7 @@ def test_people_and_image_to_video_build_the_conditioning(pack, host):
     picture = torch.from_numpy(read_image(demo.IMAGE)).float().div(255)[None]
     audio = [{"waveform": load_audio(p)[None, None], "sample_rate": 16000} for p in demo.AUDIO]
 
-    masks, preview = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args
+    masks, preview = nodes.AnyTalkerFaceDetect.execute(picture, 2, "yunet").args
     assert masks.shape == (2, 256, 384) and preview.shape[0] == 1
     voices = [nodes.AnyTalkerVoice.execute(a).args[0] for a in audio]
     assert voices[0].seconds == pytest.approx(0.9)
@@ -345,6 +345,69 @@ def test_people_and_image_to_video_build_the_conditioning(pack, host):
         nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, clip, encoder, picture, chain[:2], width=100, height=64)
 
 
+def test_face_detect_reports_the_detector_and_scores(pack, monkeypatch):
+    from anytalker_core import demo
+    from anytalker_core.images import read_image
+
+    _, nodes = pack
+    monkeypatch.setitem(sys.modules, "insightface", None)  # auto -> YuNet, whatever this machine has installed
+    picture = torch.from_numpy(read_image(demo.IMAGE)).float().div(255)[None]
+    out = nodes.AnyTalkerFaceDetect.execute(picture, 2, "auto")
+    masks, preview = out.args
+    assert masks.shape == (2, 256, 384) and preview.shape[0] == 1 and preview.shape[2:] == (384, 3)
+    text = out.ui["text"][0]
+    assert text.startswith("detector: yunet, threshold 0.8") and "InsightFace not used" in text
+    assert text.count("score 0.9") == 2
+    assert masks[0].nonzero()[:, 1].float().mean() < masks[1].nonzero()[:, 1].float().mean()  # left to right
+    text = nodes.AnyTalkerFaceDetect.execute(picture, 2, "yunet", threshold=0.85).ui["text"][0]
+    assert text.startswith("detector: yunet, threshold 0.85")
+
+
+def moving_box(frames: int, height: int, width: int) -> torch.Tensor:
+    """A face-sized square sliding from the left third to the middle over the clip: [frames, height, width]."""
+    masks = torch.zeros(frames, height, width)
+    for f in range(frames):
+        x = 40 + 10 * f
+        masks[f, 60:130, x : x + 70] = 1.0
+    return masks
+
+
+def test_identity_moving_mask_reaches_the_routing_frame_by_frame(pack, host):
+    from anytalker_core import demo
+    from anytalker_core.people.routing import route_from_masks
+
+    _, nodes = pack
+    models = demo.tiny_models()
+    picture, chain, clip, encoder = people(nodes, models)
+    moving = moving_box(9, 256, 384)
+    mover = nodes.AnyTalkerIdentity.execute(moving_mask=moving, voice=chain[0].voice).args[0]
+    assert mover[0].moving and mover[0].face_mask.shape == (9, 256, 384)
+    both = nodes.AnyTalkerIdentity.execute(chain[1].face_mask, 1, voice=chain[1].voice, identities=mover).args[0]
+
+    vae, cond = FakeVae(models.vae), [[torch.zeros(1, 512, 32), {}]]
+    extras = nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, clip, encoder, picture, both, width=96, height=64,
+                                                 length=9, mode="pad").args[0][0][1]  # fmt: skip
+    expected = route_from_masks(picture[0], [moving, chain[1].face_mask], 9, size=(64, 96), keep_order=True)
+    assert expected.moving
+    assert torch.equal(extras["anytalker_masks"][0, 0], expected.token_masks[0])  # [3 latent frames, 4, 6]
+    assert torch.equal(extras["anytalker_masks"][0, 1], expected.token_masks[1])
+    assert torch.equal(extras["anytalker_y_mask"][0], expected.y_mask)
+    columns = [float((m.sum(0) * torch.arange(6)).sum() / m.sum()) for m in extras["anytalker_masks"][0, 0]]
+    assert columns[0] < columns[1] < columns[2]  # the face region follows the mask to the right
+    still = extras["anytalker_masks"][0, 1]
+    assert torch.equal(still[0], still[2])  # the Face Detect face holds still
+
+    with pytest.raises(ValueError, match="moving_mask holds 9 masks but the clip has 13 frames"):
+        nodes.AnyTalkerImageToVideo.execute(cond, cond, vae, clip, encoder, picture, both, width=96, height=64,
+                                            length=13, mode="pad")  # fmt: skip
+    with pytest.raises(ValueError, match="moving_mask: expected one mask per video frame.*got a batch of 8"):
+        nodes.AnyTalkerIdentity.execute(moving_mask=moving[:8])
+    with pytest.raises(ValueError, match="connect exactly one of them \\(both are connected\\)"):
+        nodes.AnyTalkerIdentity.execute(chain[1].face_mask, 1, moving_mask=moving)
+    with pytest.raises(ValueError, match="neither is connected"):
+        nodes.AnyTalkerIdentity.execute()
+
+
 def people(nodes, models):
     from anytalker_core import demo
     from anytalker_core.images import read_image
@@ -353,7 +416,7 @@ def people(nodes, models):
     encoder = types.SimpleNamespace(model=models.audio_encoder.model, patcher=None)
     clip = FakeClipVision(models.image_encoder.model)
     picture = torch.from_numpy(read_image(demo.IMAGE)).float().div(255)[None]
-    masks = nodes.AnyTalkerFaceDetect.execute(picture, 2, "haar").args[0]
+    masks = nodes.AnyTalkerFaceDetect.execute(picture, 2, "yunet").args[0]
     chain = None
     for k, path in enumerate(demo.AUDIO):
         voice = nodes.AnyTalkerVoice.execute({"waveform": load_audio(path)[None, None], "sample_rate": 16000}).args[0]

@@ -5,7 +5,7 @@ Artists check who says what here before a long render. Drawn with plain tensors 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,6 @@ PALETTE = (  # one colour per identity (RGB 0..1), repeated past six
 )
 
 
-
 _DIGITS = {  # 5x7 bitmap font, rows top to bottom
     "0": ("01110", "10001", "10011", "10101", "11001", "10001", "01110"),
     "1": ("00100", "01100", "00100", "00100", "00100", "00100", "01110"),
@@ -38,13 +37,32 @@ _DIGITS = {  # 5x7 bitmap font, rows top to bottom
 }
 
 
+_SMALL = {  # lowercase letters and a few signs for the detector's name and the scores, rows top to bottom
+    "a": "00000 00000 01110 00001 01111 10001 01111", "b": "10000 10000 10110 11001 10001 10001 11110",
+    "c": "00000 00000 01110 10000 10000 10001 01110", "d": "00001 00001 01101 10011 10001 10001 01111",
+    "e": "00000 00000 01110 10001 11111 10000 01110", "f": "00110 01001 01000 11100 01000 01000 01000",
+    "g": "00000 01111 10001 10001 01111 00001 01110", "h": "10000 10000 10110 11001 10001 10001 10001",
+    "i": "00100 00000 01100 00100 00100 00100 01110", "j": "00010 00000 00110 00010 00010 10010 01100",
+    "k": "10000 10000 10010 10100 11000 10100 10010", "l": "01100 00100 00100 00100 00100 00100 01110",
+    "m": "00000 00000 11010 10101 10101 10001 10001", "n": "00000 00000 10110 11001 10001 10001 10001",
+    "o": "00000 00000 01110 10001 10001 10001 01110", "p": "00000 00000 11110 10001 11110 10000 10000",
+    "q": "00000 00000 01101 10011 01111 00001 00001", "r": "00000 00000 10110 11001 10000 10000 10000",
+    "s": "00000 00000 01110 10000 01110 00001 11110", "t": "01000 01000 11100 01000 01000 01001 00110",
+    "u": "00000 00000 10001 10001 10001 10011 01101", "v": "00000 00000 10001 10001 10001 01010 00100",
+    "w": "00000 00000 10001 10001 10101 10101 01010", "x": "00000 00000 10001 01010 00100 01010 10001",
+    "y": "00000 00000 10001 10001 01111 00001 01110", "z": "00000 00000 11111 00010 00100 01000 11111",
+    ".": "00000 00000 00000 00000 00000 01100 01100", " ": "00000 00000 00000 00000 00000 00000 00000",
+}  # fmt: skip
+_FONT = {**_DIGITS, **{ch: tuple(rows.split()) for ch, rows in _SMALL.items()}}
+
+
 def _glyphs(text: str) -> torch.Tensor:
-    """Bitmap [7, 6 * len - 1] of the digits in text."""
+    """Bitmap [7, 6 * len - 1] of the text (digits, lowercase letters, '.', ' '; anything else is a blank)."""
     cols = []
-    for k, ch in enumerate(text):
+    for k, ch in enumerate(text.lower()):
         if k:
             cols.append(torch.zeros(7, 1))
-        cols.append(torch.tensor([[float(c) for c in row] for row in _DIGITS[ch]]))
+        cols.append(torch.tensor([[float(c) for c in row] for row in _FONT.get(ch, _FONT[" "])]))
     return torch.cat(cols, dim=1)
 
 
@@ -74,12 +92,21 @@ def _outline(canvas: torch.Tensor, box: Box, colour: torch.Tensor, thick: int) -
     canvas[y0:y1, max(x0, x1 - thick) : x1] = colour
 
 
-def preview(image: Any, routing: Routing, strip_height: int | None = None) -> torch.Tensor:
+def preview(
+    image: Any,
+    routing: Routing,
+    strip_height: int | None = None,
+    *,
+    scores: Sequence[float] | None = None,
+    caption: str | None = None,
+) -> torch.Tensor:
     """The binding at a glance: [H', W, 3] float 0..1 (a ComfyUI IMAGE without the batch axis).
 
     Top: the first frame with each identity's routing mask tinted in its colour, the square face box outlined
-    and the voice number on a badge. Bottom: the face crops (what the image encoder sees), side by side in
-    voice order, framed in the same colours and numbered.
+    and the voice number on a badge; with ``scores`` (one per identity) each face's detection score on a badge
+    at the bottom of its box, with ``caption`` (e.g. the detector's name) a badge in the bottom-left corner.
+    Bottom: the face crops (what the image encoder sees), side by side in voice order, framed in the same
+    colours and numbered.
     """
     img = _as_image(image)
     height, width = img.shape[:2]
@@ -90,9 +117,15 @@ def preview(image: Any, routing: Routing, strip_height: int | None = None) -> to
         alpha = (mask.clamp(0, 1) * 0.45)[..., None]
         canvas = canvas * (1 - alpha) + colour * alpha
     thick = max(2, scale // 2 + 1)
+    small = max(1, scale * 2 // 3)
     for i, (box, colour) in enumerate(zip(routing.boxes, colours)):
         _outline(canvas, box, colour, thick)
         _label(canvas, str(i + 1), int(box[0]) + thick, int(box[1]) + thick, colour, scale)
+        if scores is not None and i < len(scores):
+            bottom = int(box[3]) - thick - 11 * small  # the badge is 7 + 4 glyph rows of this scale tall
+            _label(canvas, f"{scores[i]:.2f}", int(box[0]) + thick, bottom, colour, small)
+    if caption:
+        _label(canvas, caption, 0, height, torch.tensor((0.35, 0.35, 0.35)), small)
     if not len(routing):
         return canvas
     n = len(routing)

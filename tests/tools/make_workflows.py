@@ -87,7 +87,7 @@ def workflow(picture: str, voices: list[str | None], prompt: str, mode: str, not
     vision = g.add("CLIPVisionLoader", [CLIP_VISION], (0, 440))
     encoder = g.add("AudioEncoderLoader", [WAV2VEC2], (0, 560))
     image = g.add("LoadImage", [picture, "image"], (0, 700))
-    faces = g.add("AnyTalkerFaceDetect", [len(voices), "auto"], (360, 700), image=(image, 0))
+    faces = g.add("AnyTalkerFaceDetect", [len(voices), "auto", 0.0], (360, 700), image=(image, 0))
     chain = None
     for k, track in enumerate(voices):
         y = 480 + 260 * k
@@ -127,7 +127,7 @@ def conversation(note: str) -> Graph:
     vision = g.add("CLIPVisionLoader", [CLIP_VISION], (0, 440))
     encoder = g.add("AudioEncoderLoader", [WAV2VEC2], (0, 560))
     image = g.add("LoadImage", ["2p-1.png", "image"], (0, 700))
-    faces = g.add("AnyTalkerFaceDetect", [2, "auto"], (360, 700), image=(image, 0))
+    faces = g.add("AnyTalkerFaceDetect", [2, "auto", 0.0], (360, 700), image=(image, 0))
     chain = None
     for k in range(2):
         y = 480 + 260 * k
