@@ -437,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(pixels, or fractions of the picture)")
     timing.add_argument("--order", default=None, help="voice i drives face order[i], e.g. '2,1'")
     timing.add_argument("--face-backend", default="auto", choices=BACKENDS,
-                        help="face detector (default: InsightFace when installed, else the OpenCV Haar cascade)")
+                        help="face detector (default: InsightFace when installed, else YuNet, shipped with the pack)")
     sampling = gen.add_argument_group("sampling (defaults: the reference's)")
     sampling.add_argument("--steps", type=int, default=None,
                           help=f"sampling steps (default: the reference's, {STEPS['af']} for the 1.3B model and "

@@ -4,8 +4,9 @@ Every component is the real class the full-size pipeline uses, at a tiny size wi
 ``AnyTalkerDiT`` (2 blocks, width 64), ``transformers`` ``Wav2Vec2Model`` / ``UMT5EncoderModel`` (with the
 byte-level ``ByT5Tokenizer``, which needs no vocabulary file) / ``CLIPVisionModel``, and ``diffusers``
 ``AutoencoderKLWan`` (base width 4). The weights are random, so the video is coloured noise (nothing of the
-picture survives), not a talking person: the demo proves the path (faces found and bound, audio on the timeline, sampling,
-decoding, an mp4 with the mixed voices), not the quality. Real weights go through ``generate``.
+picture survives), not a talking person: the demo proves the path (faces found and bound, audio on the
+timeline, sampling, decoding, an mp4 with the mixed voices), not the quality. Real weights go through
+``generate``.
 
 Shipped inputs (``demo_assets/``, derived from the AnyTalker repository's examples, Apache-2.0; see the README
 there): two news anchors (384x256) and a 0.9 s clip of each one's voice; they take turns (``concat``).

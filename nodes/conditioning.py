@@ -18,7 +18,7 @@ from ..anytalker_core.pipeline.windows import Window, WindowInputs, window_input
 from ..anytalker_core.sampling import null_audio
 from . import host
 from .payloads import Identity
-from .schema import EXPERT, clip_inputs
+from .schema import EXPERT, check_clip, clip_inputs
 
 
 def video_size(height: int, width: int, picture_hw: tuple[int, int]) -> tuple[int, int]:
@@ -35,9 +35,11 @@ def video_size(height: int, width: int, picture_hw: tuple[int, int]) -> tuple[in
 
 def clip_scene(
     start_image: torch.Tensor, identities: tuple[Identity, ...], clip_vision, audio_encoder, width: int, height: int,
-    length: int, mode: str, clip_vision_output=None,
+    length: int, mode: str, clip_vision_output=None, chunk_frames: int | None = None,
 ) -> Scene:  # fmt: skip
-    """The clip's :class:`Scene` from a clip node's inputs (``length`` 0: as long as the audio)."""
+    """The clip's :class:`Scene` from a clip node's inputs (``length`` 0: as long as the audio). ``chunk_frames``:
+    the long-video nodes encode tracks longer than that in chunks (as ``render`` does); Image To Video, one pass
+    over the clip, takes the reference's single pass."""
     from ..anytalker_core.people.audio import AudioError
     from ..anytalker_core.people.routing import route_from_masks
     from ..anytalker_core.people.speakers import arrange_speakers
@@ -52,9 +54,16 @@ def clip_scene(
         raise AudioError("identities: nobody has a voice; connect an AnyTalker Voice to at least one Identity")
     layout = arrange_speakers(
         [None if p.voice is None else p.voice.audio for p in identities], host.audio_encoder(audio_encoder),
-        mode=mode, offsets=[p.offset for p in identities], num_frames=length or None,
+        mode=mode, offsets=[p.offset for p in identities], num_frames=length or None, chunk_frames=chunk_frames,
     )  # fmt: skip
-    routing = route_from_masks(
+    for k, person in enumerate(identities):
+        if person.moving and person.face_mask.shape[0] != layout.num_frames:
+            raise ValueError(
+                f"identities: person {k + 1}'s moving_mask holds {person.face_mask.shape[0]} masks but the clip has "
+                f"{layout.num_frames} frames; give one mask per frame of the clip (or set length to "
+                f"{person.face_mask.shape[0]})"
+            )
+    routing = route_from_masks(  # a moving mask [F, H, W] moves that person's face region frame by frame
         picture, [p.face_mask for p in identities], layout.num_frames, size=size, keep_order=True
     )
     given = None if clip_vision_output is None else clip_vision_output.penultimate_hidden_states
@@ -115,6 +124,10 @@ class AnyTalkerImageToVideo(io.ComfyNode):
                 io.Image.Output(display_name="binding", tooltip="Which voice drives which face."),
             ],
         )  # fmt: skip
+
+    @classmethod
+    def validate_inputs(cls, width=None, height=None, length=None) -> bool | str:
+        return check_clip(width, height, length)
 
     @classmethod
     def execute(

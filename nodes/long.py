@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..anytalker_core.people.audio import CHUNK_FRAMES
 from ..anytalker_core.pipeline.colors import anchor_colors, color_stats
 from ..anytalker_core.pipeline.windows import Window, WindowInputs, WindowRun, plan_windows, window_inputs
 from ..anytalker_core.sizes import PIXELS_PER_LATENT
@@ -62,7 +63,8 @@ class AnyTalkerExtend(io.ComfyNode):
     @classmethod
     def execute(cls, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width, height,
                 length, mode, window, motion_frames, previous_frames) -> io.NodeOutput:  # fmt: skip
-        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode)
+        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode,
+                           chunk_frames=CHUNK_FRAMES)
         plan_windows(scene.frames, window, motion_frames)  # checks window and motion_frames
         made = int(previous_frames.shape[0])
         if made < motion_frames:
@@ -146,7 +148,8 @@ class AnyTalkerLongVideo(io.ComfyNode):
         from .people import insightface_root
         from .sampling import host_sampler, reference_schedule
 
-        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode)
+        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode,
+                           chunk_frames=CHUNK_FRAMES)
         latent_hw = (scene.size[0] // PIXELS_PER_LATENT, scene.size[1] // PIXELS_PER_LATENT)
         steps, shift, sigmas, timesteps = reference_schedule(model, steps, shift, latent_hw)
         windows = len(plan_windows(scene.frames, window, motion_frames))

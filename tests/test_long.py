@@ -138,9 +138,36 @@ def test_face_tracking_keeps_the_binding():
 
     frame = read_image(demo.IMAGE)
     boxes = [(237.0, 56.0, 317.0, 136.0), (72.0, 37.0, 161.0, 126.0)]  # voice 1 on the right face
-    tracked = windows.track_boxes(frame, boxes, backend="haar")
+    tracked = windows.track_boxes(frame, boxes)  # the default detector (YuNet)
     assert tracked[0][0] > tracked[1][0]  # still right, then left
-    assert windows.track_boxes(np.zeros_like(frame), boxes, backend="haar") == boxes  # nobody found: kept
+    assert all(abs(a - b) < 10 for t, p in zip(tracked, boxes) for a, b in zip(t, p))
+    assert windows.track_boxes(np.zeros_like(frame), boxes) == boxes  # nobody found: kept
+    assert windows.track_boxes(frame, boxes, backend="haar")[0][0] > 200  # any backend by name
+
+
+def test_face_tracking_takes_the_median_over_the_known_frames():
+    """A window's known frames: the faces are found on each and each box is the median over them, so one frame
+    where the detector is off (or finds nobody) does not move the masks."""
+    from anytalker_core.images import read_image
+
+    frame = read_image(demo.IMAGE)
+    boxes = [(72.0, 37.0, 161.0, 126.0), (237.0, 56.0, 317.0, 136.0)]
+    one = windows.track_boxes(frame, boxes)
+    shifted = np.roll(frame, 12, axis=1)  # everybody 12 px to the right
+    stack = np.stack([frame, shifted, frame, np.zeros_like(frame), frame])
+    assert windows.track_boxes(stack, boxes) == one  # the median ignores the odd frame and the empty one
+    moved = windows.track_boxes(np.stack([shifted] * 3 + [frame] * 2), boxes)
+    assert all(abs(m[0] - o[0] - 12) < 2 and abs((m[2] - m[0]) - (o[2] - o[0])) < 2 for m, o in zip(moved, one))
+
+
+def test_follow_faces_is_off_for_moving_masks():
+    from types import SimpleNamespace
+
+    def run(moving: bool) -> windows.WindowRun:
+        scene = SimpleNamespace(frames=41, routing=SimpleNamespace(moving=moving))
+        return windows.WindowRun(scene, lambda inputs: None, window=17, follow_faces=True)
+
+    assert run(moving=False).follow_faces and not run(moving=True).follow_faces  # the masks already move
 
 
 def test_long_tracks_encode_in_chunks_close_to_one_pass(models):

@@ -14,6 +14,11 @@ that person's turn. With no offsets, both modes give the reference's features ex
 
 A person without a track (``None``) or with an all-silent track is a listener: zero features over the whole
 clip, the same as the reference gives a missing track.
+
+Memory: the layout keeps each speaker's per-frame layer outputs (``audio.HiddenStates``: in memory for tracks of up
+to 2 minutes, in a temporary file beyond) and builds the 5-frame windows of the frames asked for
+(:meth:`SpeakerLayout.window_features`), so a long clip's features never sit in memory whole; only the mixed-down
+track does.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import timeline
-from .audio import SAMPLE_RATE, AudioError, encode_waveform, frame_count, load_audio, load_audio_encoder
+from .audio import (
+    SAMPLE_RATE,
+    WINDOW,
+    AudioError,
+    HiddenStates,
+    encode_track,
+    frame_count,
+    load_audio,
+    load_audio_encoder,
+    load_mono,
+    resample_pieces,
+)
 
 MODES = ("pad", "concat")
 SILENCE_PEAK = 1e-4  # a track whose loudest 16 kHz sample stays below this is silent: its person listens
@@ -55,16 +71,28 @@ class Speaker:
     note: str
 
 
+@dataclass(frozen=True)
+class Placement:
+    """One speaker's encoded track on the clip: the track's frame j is the clip's frame ``start + j``, for
+    ``j < frames``; the clip has zero features outside ``[start, start + frames)``."""
+
+    states: HiddenStates
+    start: int
+    frames: int
+
+
 @dataclass
 class SpeakerLayout:
     """Everything the video timeline needs from the audio.
 
-    ``features``: one float32 ``[F, 5, layers, channels]`` per person, in input order (``[F, 5, 12, 768]`` for
-    wav2vec2-base). ``num_frames``: F, always 4n+1. ``mix``: mono float32 ``[ceil(F / fps * mix_rate)]``, every
-    speaker's track at its place on the timeline, for muxing into the video. ``length_source``: how F was chosen.
+    ``placements``: per person, in input order, the encoded track and where it sits (None: a listener).
+    :meth:`window_features` gives the features of any frames, one float32 ``[length, 5, layers, channels]`` per
+    person (``[length, 5, 12, 768]`` for wav2vec2-base); ``features`` the whole clip's ``[F, 5, layers, channels]``.
+    ``num_frames``: F, always 4n+1. ``mix``: mono float32 ``[ceil(F / fps * mix_rate)]``, every speaker's track at
+    its place on the timeline, for muxing into the video. ``length_source``: how F was chosen.
     """
 
-    features: list[torch.Tensor]
+    placements: list[Placement | None]
     num_frames: int
     fps: int
     mode: str
@@ -81,6 +109,32 @@ class SpeakerLayout:
         ]
         lines += [f"person {s.index + 1}: {s.note}" for s in self.speakers]
         return "\n".join(lines)
+
+    @property
+    def features(self) -> list[torch.Tensor]:
+        """The whole clip's features, one float32 ``[F, 5, layers, channels]`` per person, made on each access
+        (F x 180 KiB a person for wav2vec2-base: for long clips use :meth:`window_features`)."""
+        return self.window_features(0, self.num_frames)
+
+    def window_features(self, start: int, length: int) -> list[torch.Tensor]:
+        """The features of the clip's frames ``[start, start + length)``, one float32
+        ``[length, 5, layers, channels]`` per person: exactly ``features[i][start : start + length]`` (the 5-frame
+        windows clamp at the ends of each track as over the whole clip), read from the stored layer outputs."""
+        if not (0 <= start and 1 <= length and start + length <= self.num_frames):
+            raise ValueError(f"frames {start}..{start + length - 1} are not inside the {self.num_frames}-frame clip")
+        shape = next(p.states for p in self.placements if p is not None)
+        out = []
+        for place in self.placements:
+            a = start if place is None else max(start, place.start)
+            b = start if place is None else min(start + length, place.start + place.frames)
+            if a == start and b == start + length:
+                out.append(place.states.windows(a - place.start, length))
+                continue
+            features = torch.zeros(length, WINDOW, shape.layers, shape.channels)
+            if a < b:
+                features[a - start : b - start] = place.states.windows(a - place.start, b - a)
+            out.append(features)
+        return out
 
 
 def arrange_speakers(
@@ -155,19 +209,18 @@ def arrange_speakers(
         )
 
     encoder = load_audio_encoder(encoder)
-    features: list[torch.Tensor | None] = [None] * people
+    placements: list[Placement | None] = [None] * people
     for i in range(people):
         if talks[i]:
-            features[i] = _place(mode, waves[i], encoder, starts[i], num_frames, fps, chunk_frames)
-    template = next(f for f in features if f is not None)
-    features = [torch.zeros_like(template) if f is None else f for f in features]
+            placements[i] = _place(mode, waves[i], encoder, starts[i], num_frames, fps, chunk_frames)
 
     speakers = [
         _describe(i, mode, waves[i], silent[i], talks[i], starts[i], lengths[i], num_frames, fps)
         for i in range(people)
     ]
+    del waves  # the 16 kHz tracks are not needed for the mix
     mix = _mix(tracks, speakers, num_frames, fps, mix_rate)
-    return SpeakerLayout(features, num_frames, fps, mode, mix, mix_rate, speakers, length_source)
+    return SpeakerLayout(placements, num_frames, fps, mode, mix, mix_rate, speakers, length_source)
 
 
 # ---------------------------------------------------------------- timing
@@ -206,23 +259,20 @@ def _frames_needed(mode: str, waves: list, starts: list[int], shifts: list[int],
 
 def _place(
     mode: str, wave: torch.Tensor, encoder: Any, start: int, num_frames: int, fps: int, chunk: int | None = None
-) -> torch.Tensor:
-    """One speaker's features on the clip: float32 [F, 5, layers, channels] with zeros before ``start``.
+) -> Placement:
+    """One speaker's encoded track and where it sits on the clip (features: zeros before ``start``).
 
     ``pad``: the track is encoded for the frames left after its start (``F - start``), which is exactly the
     reference when ``start`` is 0. The track is padded with silence to that length (or cut), so the features
     run to the end of the clip. ``concat``: the track is encoded on its own (``ceil(seconds * fps)`` frames) and
     placed at ``start``. It is cut at the clip end, and everything outside its turn is zero.
     """
+    room = num_frames - start
     if mode == "pad":
-        own = encode_waveform(wave, encoder, num_frames=num_frames - start, fps=fps, chunk_frames=chunk)
-    else:
-        own = encode_waveform(wave, encoder, fps=fps, chunk_frames=chunk)[: num_frames - start]
-    if start == 0 and own.shape[0] == num_frames:
-        return own
-    placed = own.new_zeros((num_frames, *own.shape[1:]))
-    placed[start : start + own.shape[0]] = own
-    return placed
+        states = encode_track(wave, encoder, num_frames=room, fps=fps, chunk_frames=chunk, keep=room)
+        return Placement(states, start, room)
+    states = encode_track(wave, encoder, fps=fps, chunk_frames=chunk, keep=room)
+    return Placement(states, start, min(states.frames, room))
 
 
 def _describe(index: int, mode: str, wave: torch.Tensor | None, silent: bool, talks: bool, start: int,
@@ -263,10 +313,15 @@ def _mix(tracks: Sequence[Any], speakers: list[Speaker], num_frames: int, fps: i
     for person in speakers:
         if person.role != "speaker":
             continue
-        wave = load_audio(tracks[person.index], rate=mix_rate, speaker=_name(person.index))
+        mono, rate = load_mono(tracks[person.index], speaker=_name(person.index))
         at = (2 * person.start_frame * mix_rate + fps) // (2 * fps)  # nearest sample to the start frame
-        piece = wave[: max(total - at, 0)]
-        mix[at : at + piece.shape[0]] += piece
+        for piece in resample_pieces(mono, rate, mix_rate):  # never the whole track at mix_rate
+            piece = torch.from_numpy(piece[: max(total - at, 0)])
+            mix[at : at + piece.shape[0]] += piece
+            at += piece.shape[0]
+            if at >= total:
+                break
+        del mono
     peak = float(mix.abs().max())
     return mix / peak if peak > 1.0 else mix
 

@@ -8,9 +8,10 @@ all ones, as frame 0 is marked for the picture; later frames keep the face-mask 
 are written once.
 
 What stays anchored to the input picture in every window: the image-encoder features of the picture and the
-face crops (the :class:`~.scene.Scene`, never taken from generated frames), the audio (features computed once on
-the clip's timeline, each window takes its slice), and, optionally, the colours (:mod:`.colors`). Faces can be
-re-detected on each window's first frame (:func:`track_boxes`), keeping every voice on its face.
+face crops (the :class:`~.scene.Scene`, never taken from generated frames), the audio (encoded once on the clip's
+timeline; each window builds its features from the stored layer outputs, exactly the whole clip's slice), and,
+optionally, the colours (:mod:`.colors`). Faces can be
+re-detected on each window's known frames (:func:`track_boxes`), keeping every voice on its face.
 
 :class:`WindowRun` runs the windows with a "sample this window" function (:data:`SampleWindow`): the standalone
 pipeline samples with its own models (:func:`anytalker_core.pipeline.standalone.render`), the ComfyUI Long Video
@@ -108,7 +109,8 @@ def first_frame(scene: Scene) -> torch.Tensor:
 def window_inputs(
     scene: Scene, window: Window, known: torch.Tensor | None = None, routing: Routing | None = None
 ) -> WindowInputs:
-    """The inputs of ``window``: the clip's audio sliced to its frames and the routing's masks to its latent frames.
+    """The inputs of ``window``: the clip's audio for its frames (built from the stored per-frame layer outputs, equal
+    to the whole clip's features sliced) and the routing's masks sliced to its latent frames.
 
     ``known``: ``[3, M, H, W]`` in [-1, 1] (None: the picture, for window 0). ``routing``: faces found again for
     this window (made for its length); None: the clip's routing, sliced.
@@ -123,7 +125,7 @@ def window_inputs(
     return WindowInputs(
         window=window,
         known=known,
-        audio=tuple(f[window.start : window.start + window.length] for f in scene.layout.features),
+        audio=tuple(scene.layout.window_features(window.start, window.length)),
         token_masks=tuple(m[latents] for m in routing.token_masks),
         y_mask=y_mask,
     )
@@ -136,16 +138,8 @@ def _centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
-def track_boxes(
-    frame: np.ndarray, previous: Sequence[Box], backend: str = "auto", root: str | None = None
-) -> list[Box]:
-    """The faces on ``frame`` in the order of ``previous`` (each matched to the nearest previous face, in pixels
-    of this frame); the previous boxes when the detector does not find as many faces."""
-    try:
-        found = detect_faces(frame, n=len(previous), backend=backend, root=root)
-    except FaceError as err:
-        log.info("face tracking: %s; keeping the previous boxes", err)
-        return list(previous)
+def _matched(found: Sequence[Box], previous: Sequence[Box]) -> list[Box]:
+    """``found`` in the order of ``previous``: each previous face takes the nearest found one (centre distance)."""
     left, matched = list(found), []
     for box in previous:
         cx, cy = _centre(box)
@@ -153,6 +147,33 @@ def track_boxes(
         matched.append(best)
         left.remove(best)
     return matched
+
+
+def track_boxes(
+    frames: np.ndarray, previous: Sequence[Box], backend: str = "auto", root: str | None = None
+) -> list[Box]:
+    """The faces on ``frames`` in the order of ``previous`` (each matched to the nearest previous face, in pixels
+    of these frames).
+
+    ``frames``: one frame ``[H, W, 3]`` or several ``[K, H, W, 3]`` (a window's known frames): the faces are found
+    on each, and each face's box is the median (centre and size) over the frames where all faces were found,
+    which keeps it steadier than one frame's detection (``benchmarks/bench_faces.py``). The previous boxes are
+    kept when no frame shows as many faces.
+    """
+    stack = frames[None] if frames.ndim == 3 else frames
+    per_frame = []
+    for frame in stack:
+        try:
+            per_frame.append(_matched(detect_faces(frame, n=len(previous), backend=backend, root=root), previous))
+        except FaceError as err:
+            log.info("face tracking: %s", err)
+    if not per_frame:
+        log.info("face tracking: too few faces on the window's first frames; keeping the previous boxes")
+        return list(previous)
+    found = np.asarray(per_frame, dtype=np.float64)  # [frames, faces, 4]
+    centres, sizes = (found[..., :2] + found[..., 2:]) / 2, found[..., 2:] - found[..., :2]
+    centre, size = np.median(centres, axis=0), np.median(sizes, axis=0)  # [faces, 2] each
+    return [tuple(float(v) for v in (*(c - s / 2), *(c + s / 2))) for c, s in zip(centre, size)]
 
 
 def bound_order(boxes: Sequence[Box]) -> list[int]:
@@ -177,9 +198,10 @@ class WindowRun:
     ``[n, H, W, 3]`` numpy, the overlap with the previous window left out).
 
     ``sample_window``: see :data:`SampleWindow`. ``color_anchor``: match each later window's colours to the
-    picture's. ``follow_faces``: find the faces again on each later window's first frame and keep every voice on
-    its face. ``should_stop()`` is asked before each later window; ``on_window(window, total)`` is called before
-    each window. After the run: ``done`` windows, ``frames`` written, ``cancelled``.
+    picture's. ``follow_faces``: find the faces again on each later window's known frames (:func:`track_boxes`)
+    and keep every voice on its face; off when the faces are moving masks (they already say where the faces are).
+    ``should_stop()`` is asked before each later window; ``on_window(window, total)`` is called before each
+    window. After the run: ``done`` windows, ``frames`` written, ``cancelled``.
     """
 
     def __init__(
@@ -201,7 +223,9 @@ class WindowRun:
         self.sample_window = sample_window
         self.motion_frames = motion_frames
         self.color_anchor = color_anchor
-        self.follow_faces = follow_faces
+        self.follow_faces = follow_faces and not scene.routing.moving  # moving masks already say where faces are
+        if follow_faces and scene.routing.moving:
+            log.info("face following: off, the faces are moving masks")
         self.face_backend, self.face_root = face_backend, face_root
         self.should_stop, self.on_window = should_stop, on_window
         self.done = 0
@@ -219,9 +243,8 @@ class WindowRun:
                 self.cancelled = True
                 return
             if self.follow_faces and known is not None:
-                frame = known[0]  # the window's first frame
-                boxes = track_boxes(frame, boxes, self.face_backend, self.face_root)
-                routing = route_from_boxes(frame, boxes, w.length, order=bound_order(boxes), size=scene.size)
+                boxes = track_boxes(known, boxes, self.face_backend, self.face_root)  # the window's known frames
+                routing = route_from_boxes(known[0], boxes, w.length, order=bound_order(boxes), size=scene.size)
             if self.on_window is not None:
                 self.on_window(w, len(self.plan))
             known_m11 = None if known is None else torch.from_numpy(known).permute(3, 0, 1, 2).float().div(127.5).sub(1)
