@@ -110,12 +110,12 @@ class AnyTalkerIdentity(io.ComfyNode):
             category="AnyTalker",
             description="One person: a voice bound to a face. Chain one per person, as many as you like.",
             inputs=[
+                io.Int.Input("face", default=1, min=1, max=64,  # first: the host lists required inputs first
+                             tooltip="Which mask of a face_mask batch (Face Detect numbers people left to right); "
+                             "ignored for a single mask."),
                 io.Mask.Input("face_mask", optional=True,
                               tooltip="This person's face: a mask from Face Detect or one you painted. Connect "
                               "this or moving_mask."),
-                io.Int.Input("face", default=1, min=1, max=64,
-                             tooltip="Which mask of a face_mask batch (Face Detect numbers people left to right); "
-                             "ignored for a single mask."),
                 io.Mask.Input("moving_mask", optional=True,
                               tooltip="Instead of face_mask: this person's face in every frame, a mask batch as "
                               "long as the clip (e.g. from a segmentation or tracking node); the face's region "

@@ -173,6 +173,14 @@ def prompt() -> dict:
                    negative=["16", 1], sampler=["26", 0], sigmas=["25", 0], latent_image=["16", 2]),
         "28": node("VAEDecode", samples=["27", 0], vae=["5", 0]),
         "29": node("SaveImage", images=["28", 0], filename_prefix="anytalker_smoke/samplercustom"),
+        # a moving mask: one mask per video frame (here the picture itself, repeated) through the Identity node
+        "31": node("RepeatImageBatch", image=["8", 0], amount=9),
+        "32": node("ImageToMask", image=["31", 0], channel="red"),
+        "33": node("AnyTalkerIdentity", moving_mask=["32", 0], face=1, voice=["12", 0], offset=0.0),
+        "34": node("AnyTalkerImageToVideo", positive=["3", 0], negative=["4", 0], vae=["5", 0],
+                   clip_vision=["6", 0], audio_encoder=["7", 0], start_image=["8", 0], identities=["33", 0],
+                   width=96, height=64, length=9, mode="pad"),
+        "35": node("SaveImage", images=["34", 4], filename_prefix="anytalker_smoke/moving_binding"),
     }  # fmt: skip
     return graph
 
