@@ -201,6 +201,23 @@ def read_file(file: Path) -> StateDict:
     return _unwrap(_read_torch(file), str(file))
 
 
+def library_folder(source: Any) -> Path | None:
+    """``source`` as a Path when it is a Hugging Face / diffusers folder (one with a ``config.json``), else None."""
+    if isinstance(source, Mapping):
+        return None
+    path = Path(source).expanduser()
+    return path if path.is_dir() and (path / "config.json").is_file() else None
+
+
+def from_folder(model_class: Any, path: Path, what: str, **options: Any) -> Any:
+    """``model_class.from_pretrained(path)`` offline, through the library's own weights-only loading; any failure
+    (a file that would run code included) ends in one line."""
+    try:
+        return model_class.from_pretrained(str(path), local_files_only=True, **options)
+    except Exception as err:  # any folder content ends in one line
+        raise load_error(path, err, what) from None
+
+
 def load_error(path: Path | str, err: BaseException, what: str) -> CheckpointError:
     """One line for a library loader's failure on ``path`` (``from_pretrained`` of a folder): the code refusal when
     the file asked to run code, else what the folder is not."""

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..images import check_chw
-from ..weights import CheckpointError, StateDict, dequantize, load_error, read_tensors
+from ..weights import CheckpointError, StateDict, dequantize, from_folder, library_folder, read_tensors
 
 CLIP_SIZE = 224
 # open-clip image normalisation used by the reference's CLIP transforms (wan/modules/clip.py ``_clip``).
@@ -205,17 +205,18 @@ def load_image_encoder(
     """
     from transformers import CLIPVisionModel
 
-    path = None if isinstance(source, Mapping) else Path(source).expanduser()
-    if path is not None and path.is_dir() and (path / "config.json").is_file():
-        try:
-            model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-        except Exception as err:  # any folder content ends in one line
-            raise load_error(path, err, "CLIP vision folder") from None
+    folder = library_folder(source)
+    if folder is not None:
+        model = from_folder(CLIPVisionModel, folder, "CLIP vision folder", dtype=dtype)
         return CLIPImageEncoder(model.to(device))
+    path = None if isinstance(source, Mapping) else Path(source).expanduser()
     if path is not None and num_heads is None:
         config_file = path.with_name("config.json")
         if config_file.is_file():
-            num_heads = json.loads(config_file.read_text()).get("num_attention_heads")
+            try:
+                num_heads = json.loads(config_file.read_text()).get("num_attention_heads")
+            except (ValueError, AttributeError) as err:
+                raise CheckpointError(f"{config_file}: not a readable config.json ({err})") from None
 
     raw, name = read_tensors(source)
     state = _hf_keys(dequantize(raw, name), name)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from ..weights import CheckpointError, StateDict, dequantize, load_error, read_tensors
+from ..weights import CheckpointError, StateDict, dequantize, from_folder, library_folder, read_tensors
 
 TEXT_LEN = 512  # tokens kept, end token included (reference seq_len)
 EOS_ID = 1  # umT5's </s>
@@ -193,13 +193,10 @@ def load_text_encoder(
     """
     from transformers import UMT5EncoderModel
 
-    path = None if isinstance(source, Mapping) else Path(source).expanduser()
-    if path is not None and path.is_dir() and (path / "config.json").is_file():
-        try:
-            model = UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype or torch.bfloat16)
-        except Exception as err:  # any folder content ends in one line
-            raise load_error(path, err, "umT5 encoder folder") from None
-        return UMT5TextEncoder(model.to(device), _tokenizer(tokenizer or path, {}, str(path)))
+    folder = library_folder(source)
+    if folder is not None:
+        model = from_folder(UMT5EncoderModel, folder, "umT5 encoder folder", dtype=dtype or torch.bfloat16)
+        return UMT5TextEncoder(model.to(device), _tokenizer(tokenizer or folder, {}, str(folder)))
 
     raw, name = read_tensors(source)
     state = _hf_keys(dequantize(raw, name), name)  # what the file is first, then whether it carries a tokenizer

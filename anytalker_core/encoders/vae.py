@@ -19,7 +19,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 
 from .. import timeline
-from ..weights import CheckpointError, StateDict, dequantize, load_error, read_tensors
+from ..weights import CheckpointError, StateDict, dequantize, from_folder, library_folder, read_tensors
 
 LATENT_CHANNELS = 16
 
@@ -146,12 +146,9 @@ def load_vae(
     """
     from diffusers import AutoencoderKLWan
 
-    path = None if isinstance(source, Mapping) else Path(source).expanduser()
-    if path is not None and path.is_dir() and (path / "config.json").is_file():
-        try:
-            model = AutoencoderKLWan.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
-        except Exception as err:  # any folder content ends in one line
-            raise load_error(path, err, "diffusers VAE folder") from None
+    folder = library_folder(source)
+    if folder is not None:
+        model = from_folder(AutoencoderKLWan, folder, "diffusers VAE folder", torch_dtype=dtype)
         return WanVideoVAE(model.to(device), tiled)
 
     raw, name = read_tensors(source)
