@@ -63,7 +63,7 @@ def test_routing_shapes_crops_and_y_channels():
     routing = route_from_boxes((image.numpy() * 255).astype(np.uint8), [(100, 20, 140, 50), (16, 24, 48, 56)], 9)
     assert isinstance(routing, Routing) and len(routing) == 2
     assert routing.boxes == ((16, 24, 48, 56), (100, 15.0, 140, 55.0))  # left to right; made square
-    assert routing.token_mask_batch.shape == (2, 3, 6, 10)
+    assert torch.stack(routing.token_masks).shape == (2, 3, 6, 10)
     assert routing.y_mask.shape == (4, 3, 12, 20)
     assert torch.equal(routing.y_mask, y_mask_channels(list(routing.masks), (12, 20), 9))
     assert routing.crops[0].shape == (32, 32, 3)
@@ -277,7 +277,7 @@ def test_real_photo_routes_and_previews():
     image = np.asarray(image_module.open(SHARED / "examples" / "2p-1.png").convert("RGB"))
     boxes = [(949, 224, 1270, 545), (288, 145, 647, 504)]  # as the detector finds them, given right first
     routing = route_from_boxes(image, boxes, 81, speakers=2, size=(480, 720))
-    assert routing.boxes[0][0] == 288 and routing.token_mask_batch.shape == (2, 21, 30, 45)
+    assert routing.boxes[0][0] == 288 and torch.stack(routing.token_masks).shape == (2, 21, 30, 45)
     assert routing.token_masks[0][0, :, :22].max() > 0.9 and routing.token_masks[0][0, :, 23:].max() == 0
     assert routing.crops[0].shape == (359, 359, 3)
     assert preview(image, routing).shape[1:] == (1536, 3)

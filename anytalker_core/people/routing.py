@@ -74,11 +74,6 @@ class Routing:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    @property
-    def token_mask_batch(self) -> torch.Tensor:
-        """All token masks stacked: [N, T, H/16, W/16]."""
-        return torch.stack(self.token_masks)
-
     def describe(self) -> str:
         """One line per identity, for a node's report."""
         lines = []
