@@ -36,6 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .video import JudgeError
+
 MESH_FILE = Path(__file__).resolve().parent / "face_models" / "face_landmark.tflite"
 MESH_INPUT = 192  # the model's crop side, pixels
 MESH_POINTS = 468
@@ -51,7 +53,7 @@ EYE_BROW = (
 Point = tuple[float, float]
 
 
-class MeshError(RuntimeError):
+class MeshError(JudgeError):
     """The face mesh model cannot run here; the message says why and what to do."""
 
 

@@ -98,3 +98,26 @@ def bind(sync: np.ndarray) -> list[int | None]:
         else:
             binding.append(int(np.nanargmax(column)))
     return binding
+
+
+def place_voices(tracks: Sequence[Any], offsets: Sequence[float], mode: str, frames: int, fps: float) -> list:
+    """Voices laid on the video's ``frames`` as the clip's node lays them (``people.speakers``): ``pad``: each from
+    its offset; ``concat``: each after the previous one's turn (``ceil(seconds * fps)`` frames) plus its offset.
+    Each track (or None: a listener) -> ``(waveform float32 [T] at 16 kHz, 16000)``, silent before its start and
+    after its end, as long as the video."""
+    needed = math.ceil(frames / fps * SAMPLE_RATE)
+    placed, cursor = [], 0
+    for i, (track, offset) in enumerate(zip(tracks, offsets)):
+        if track is None:
+            placed.append(None)
+            continue
+        try:
+            wave = load_audio(track, speaker=f"voice {i + 1}").numpy()
+        except AudioError as err:
+            raise JudgeError(str(err)) from None
+        start = (cursor if mode == "concat" else 0) + round(offset * fps)
+        cursor = start + math.ceil(wave.shape[0] / SAMPLE_RATE * fps)
+        silence = np.zeros(round(start / fps * SAMPLE_RATE), np.float32)
+        wave = np.concatenate([silence, wave])[:needed]
+        placed.append((np.pad(wave, (0, needed - wave.shape[0])), SAMPLE_RATE))
+    return placed
