@@ -12,8 +12,8 @@ AUDIO_INPUTS = 4  # audio_1 .. audio_4: voices without an Identity chain
 
 
 def chain_voices(identities, mode: str, frames: int, fps: float) -> list:
-    """The chain's voices in the order of their faces, left to right, each placed on the video's timeline as
-    the clip's node placed it (``mode``, offsets) over the video's ``frames``: ``(waveform [1, T], rate)``, or None for a listener."""
+    """The chain's voices in the order of their faces, left to right, each placed on the video's ``frames`` as the
+    clip's node placed it (``mode``, offsets): ``(waveform [T], 16000)``, or None for a listener."""
     from ..anytalker_core.judge.sync import place_voices
 
     def centre_x(person) -> float:
