@@ -63,14 +63,14 @@ class AnyTalkerEvaluate(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def execute(cls, images: torch.Tensor, fps: float, identities=None, mode: str = "pad", speaking: str = "",
-                **audio) -> io.NodeOutput:  # fmt: skip
+    def execute(cls, images: torch.Tensor, fps: float, identities=None, mode: str = "pad", audio_1=None, audio_2=None,
+                audio_3=None, audio_4=None, speaking: str = "") -> io.NodeOutput:  # fmt: skip
         import comfy.utils
 
         from ..anytalker_core.judge import evaluate
         from ..anytalker_core.judge.plot import plot
 
-        given = [audio.get(f"audio_{k}") for k in range(1, AUDIO_INPUTS + 1)]
+        given = [audio_1, audio_2, audio_3, audio_4]  # AUDIO_INPUTS of them
         while given and given[-1] is None:
             given.pop()
         if (identities is None) == (not given):
