@@ -101,6 +101,6 @@ def _title(report: Report, p: int) -> str:
     drives = "no face follows it" if face is None else f"drives face {face + 1}" + ("" if face == p else " (WRONG)")
     motion = report.interactivity[p]
     parts = [f"person {p + 1} ({side}): voice {p + 1} {drives}"]
-    parts += [] if sync is None or math.isnan(sync) else [f"sync {sync:+.2f}"]
+    parts += [] if sync is None or math.isnan(sync) else [f"sync with face {p + 1} {sync:+.2f}"]
     parts += [f"listener motion {motion:.2f} px" if motion is not None else "never listens"]
     return ", ".join(parts)

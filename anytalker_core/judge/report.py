@@ -120,7 +120,9 @@ class Report:
         }  # fmt: skip
 
     def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=1)
+        """:meth:`as_dict` as JSON text, one key a line."""
+        lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in self.as_dict().items()]
+        return "{\n" + ",\n".join(lines) + "\n}"
 
     def verdict(self) -> str:
         """One line: whether every voice drives its own face."""
@@ -137,7 +139,7 @@ class Report:
 
     def table(self) -> str:
         """A short table: per person, when they speak, the face their voice drives, sync, listener motion."""
-        rows = [("person", "speaks (s)", "voice drives", "sync", "listener motion")]
+        rows = [("person", "speaks (s)", "voice drives", "sync (own face)", "listener motion")]
         for p in range(self.people):
             spans = ", ".join(f"{s:.2f}-{e:.2f}" for s, e in self.speaking[p]) or "never"
             face = self.binding[p] if p < len(self.binding) else None
