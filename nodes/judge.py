@@ -65,6 +65,7 @@ class AnyTalkerEvaluate(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, identities=None, mode: str = "pad", audio_1=None, audio_2=None,
                 audio_3=None, audio_4=None, speaking: str = "") -> io.NodeOutput:  # fmt: skip
+        import comfy.model_management as mm
         import comfy.utils
 
         from ..anytalker_core.judge import evaluate
@@ -78,8 +79,12 @@ class AnyTalkerEvaluate(io.ComfyNode):
             raise ValueError(f"identities / audio_1...: connect the Identity chain or the audio inputs ({both})")
         voices = chain_voices(identities, mode, images.shape[0], fps) if identities is not None else given
         bar = comfy.utils.ProgressBar(images.shape[0])
-        report = evaluate(images, voices, speaking.strip() or None, fps,
-                          progress=lambda done, total: bar.update_absolute(done, total))  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            mm.throw_exception_if_processing_interrupted()  # Cancel stops a long video between frames
+            bar.update_absolute(done, total)
+
+        report = evaluate(images, voices, speaking.strip() or None, fps, progress=progress)
         text = report.table()
         picture = torch.from_numpy(plot(report)).float().div(255)[None]
         return io.NodeOutput(picture, text + "\n\n" + report.to_json(), ui={"text": [text]})

@@ -9,6 +9,7 @@ with their voices' loudness and eyes that twitch by a known amount (``judge_fram
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,24 @@ def test_voices_are_placed_on_the_clip_timeline_as_the_clip_node_places_them():
     start = round(22 / 24 * 16000)  # the first turn: ceil(0.9 s * 24) = 22 frames, as people.speakers counts it
     assert turns[1] is None and not turns[2][0][:start].any()
     assert np.array_equal(turns[2][0][start : start + 14400], two)
+
+
+def test_people_keep_their_numbers_when_they_cross(monkeypatch):
+    """Two faces swap sides over 9 frames (one passes above the other): each keeps the number it started with."""
+    from anytalker_core.judge import tracks
+    from anytalker_core.judge.video import open_video
+    from anytalker_core.people.faces import Face
+
+    def boxes(t):  # face A from x=10 to 90 at the top, face B from 90 to 10 lower down
+        return [(10.0 + 10 * t, 0.0, 40.0 + 10 * t, 30.0), (90.0 - 10 * t, 40.0, 120.0 - 10 * t, 70.0)]
+
+    calls = iter(range(9))
+
+    def detected(rgb, **kw):
+        return types.SimpleNamespace(backend="test", faces=[Face(b, b, 0.9) for b in boxes(next(calls))])
+
+    monkeypatch.setattr(tracks, "find_faces", detected)
+    monkeypatch.setattr(tracks, "face_mesh", lambda rgb, box, eyes: (np.zeros((468, 2), np.float32), 1.0))
+    followed = tracks.track_faces(open_video(np.zeros((9, 80, 160, 3), np.uint8), fps=24), 2)
+    assert followed.boxes[0, 0, 0] == 10 and followed.boxes[8, 0, 0] == 90  # person 1 started on the left
+    assert followed.boxes[0, 1, 0] == 90 and followed.boxes[8, 1, 0] == 10

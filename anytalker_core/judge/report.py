@@ -125,17 +125,19 @@ class Report:
         return "{\n" + ",\n".join(lines) + "\n}"
 
     def verdict(self) -> str:
-        """One line: whether every voice drives its own face."""
+        """One line: whether every voice drives its own face (silent voices, whose sync is None, left out)."""
         if self.swapped:
             wrong = [f"voice {v + 1} drives face {f + 1}" for v, f in enumerate(self.binding)
                      if f is not None and f != v]  # fmt: skip
             return "SWAPPED: " + "; ".join(wrong) + " better than its own face"
-        unbound = [str(v + 1) for v, f in enumerate(self.binding) if f is None]
-        if len(unbound) == len(self.binding):
+        speaking = [v for v in range(len(self.binding)) if any(row[v] is not None for row in self.sync)]
+        unbound = [str(v + 1) for v in speaking if self.binding[v] is None]
+        if not speaking or len(unbound) == len(speaking):
             return "no voice drives any face (no mouth follows a voice)"
         if unbound:
-            return f"every other voice drives its own face; no face follows voice {', '.join(unbound)}"
-        return "every voice drives its own face"
+            return f"no face follows voice {', '.join(unbound)}; the other voices drive their own faces"
+        quiet = len(speaking) < len(self.binding)
+        return "every voice that speaks drives its own face" if quiet else "every voice drives its own face"
 
     def table(self) -> str:
         """A short table: per person, when they speak, the face their voice drives, sync, listener motion."""
