@@ -82,14 +82,13 @@ def track_faces(
     points = np.full((count, people or 0, MESH_POINTS, 2), np.nan, np.float32)
     found = np.zeros(count, np.int64)
     last: np.ndarray | None = None  # every track's last box, [P, 4]
-    chosen_backend = backend
     seen = 0
     for t, rgb in enumerate(frames):
         if t >= count:
             break
         seen += 1
         detection = find_faces(rgb, backend=backend, threshold=threshold)
-        chosen_backend = detection.backend
+        backend = detection.backend  # "auto" decides once, on the first frame
         faces = sorted(detection.faces, key=lambda f: -(f.raw_box[2] - f.raw_box[0]) * (f.raw_box[3] - f.raw_box[1]))
         found[t] = len(faces)
         if people is None and faces:
@@ -120,12 +119,12 @@ def track_faces(
         boxes, points, found = boxes[:seen], points[:seen], found[:seen]
     if not found.any():
         raise JudgeError(f"video: no face found in any of the {seen} frames of {frames.name} (detector "
-                         f"{chosen_backend}); is this the talking video? Try a lower face threshold")  # fmt: skip
+                         f"{backend}); is this the talking video? Try a lower face threshold")  # fmt: skip
     if people and found.max() < people:
         raise JudgeError(f"video: at most {found.max()} face(s) in any frame of {frames.name} but {people} people "
                          "are to be judged (one per voice); give one voice per visible face, or a lower face "
                          "threshold")  # fmt: skip
-    return FaceTracks(boxes, points, found, frames.width, frames.height, chosen_backend)
+    return FaceTracks(boxes, points, found, frames.width, frames.height, backend)
 
 
 def mouth_openings(tracks: FaceTracks) -> np.ndarray:
