@@ -73,6 +73,14 @@ def test_real_conversation_reads_the_references_intervals_and_scores_listeners(c
     assert png.startswith(b"\x89PNG")
 
 
+def test_listener_motion_needs_no_voices_when_the_intervals_are_given(cli_run):
+    _, _, out = cli_run
+    with_voices = json.loads(out.with_name("conversation.json").read_text())
+    report = at.evaluate(VIDEO, speaking=SPEAKING)  # the reference's file decides: two people
+    assert report.as_dict()["interactivity"] == with_voices["interactivity"] and report.binding == []
+    assert "no voices given" in report.table()
+
+
 def test_real_conversation_with_the_tracks_swapped_is_reported_swapped():
     report = at.evaluate(VIDEO, audio=[RIGHT, LEFT])
     assert report.swapped is True and report.binding == [1, 0]

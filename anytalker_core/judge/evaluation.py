@@ -40,8 +40,8 @@ def evaluate(
     if audio is not None and all(track is None for track in audio):
         raise JudgeError("audio: every track is None (a listener); give at least one person's voice")
     voices = load_voices(audio, frames.count, frames.fps) if audio is not None else []
-    if people is None and speaking is not None:
-        people = len(read_speaking(speaking, 2, frames.name)) if _two_sided(speaking) else None
+    if people is None and speaking is not None and _two_sided(speaking, frames.name):
+        people = 2
     tracks = track_faces(frames, people, backend=face_backend, threshold=face_threshold, progress=progress)
     count, fps_used, people = tracks.frames, frames.fps, tracks.people
 
@@ -84,10 +84,10 @@ def evaluate(
     return report
 
 
-def _two_sided(speaking: Any) -> bool:
-    """A ``{"left": ..., "right": ...}`` entry (or the reference's whole file): two people."""
+def _two_sided(speaking: Any, video_name: str) -> bool:
+    """Intervals that read as two people's (a ``{"left": ..., "right": ...}`` entry, the reference's whole file)."""
     try:
-        read_speaking(speaking, 2, "")
+        read_speaking(speaking, 2, video_name)
     except JudgeError:
         return False
     return True

@@ -130,6 +130,8 @@ class Report:
             wrong = [f"voice {v + 1} drives face {f + 1}" for v, f in enumerate(self.binding)
                      if f is not None and f != v]  # fmt: skip
             return "SWAPPED: " + "; ".join(wrong) + " better than its own face"
+        if not self.binding:
+            return "no voices given: listener motion only"
         speaking = [v for v in range(len(self.binding)) if any(row[v] is not None for row in self.sync)]
         unbound = [str(v + 1) for v in speaking if self.binding[v] is None]
         if not speaking or len(unbound) == len(speaking):
