@@ -34,16 +34,17 @@ class AnyTalkerEvaluate(io.ComfyNode):
             display_name="AnyTalker Evaluate",
             category="AnyTalker",
             description="Judge the finished video: which voice drives which face, and how alive the listeners are.",
+            is_output_node=True,  # runs and shows its table even when the plot is not connected
             inputs=[
                 io.Image.Input("images", tooltip="The finished video's frames (after VAE Decode or Long Video)."),
                 io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=1.0,
                                tooltip="Frames per second of the video (AnyTalker makes 24)."),
+                io.Combo.Input("mode", options=list(MODES), default="pad",  # required first, as the host lists them
+                               tooltip="How the identities' voices were timed, as on the clip's node: pad (all "
+                               "from the start) or concat (taking turns)."),
                 IDENTITIES.Input("identities", optional=True,
                                  tooltip="The people the video was made from: each voice should drive its own face. "
                                  "Or connect audio_1, audio_2, ... instead."),
-                io.Combo.Input("mode", options=list(MODES), default="pad",
-                               tooltip="How the identities' voices were timed, as on the clip's node: pad (all "
-                               "from the start) or concat (taking turns)."),
                 *[io.Audio.Input(f"audio_{k}", optional=True,
                                  tooltip=f"Instead of identities: the voice of face {k} from the left, covering the "
                                  "whole video.") for k in range(1, AUDIO_INPUTS + 1)],
@@ -63,7 +64,7 @@ class AnyTalkerEvaluate(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def execute(cls, images: torch.Tensor, fps: float, identities=None, mode: str = "pad", audio_1=None, audio_2=None,
+    def execute(cls, images: torch.Tensor, fps: float, mode: str = "pad", identities=None, audio_1=None, audio_2=None,
                 audio_3=None, audio_4=None, speaking: str = "") -> io.NodeOutput:  # fmt: skip
         import comfy.model_management as mm
         import comfy.utils
