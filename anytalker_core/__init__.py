@@ -9,6 +9,7 @@ Layers, each a subpackage that imports only the ones above it (``docs/architectu
 - :mod:`.encoders`: the standalone text, image and VAE encoders;
 - :mod:`.sampling`: the noise schedule, the solvers, guidance;
 - :mod:`.pipeline`: conditioning, the window engine, ``generate`` / ``render``, the mp4 writer;
+- :mod:`.judge`: ``evaluate``, judging a finished video (who talks to which voice, listener motion);
 - :mod:`.cli` and :mod:`.demo`: the command line and its built-in tiny models.
 
 The public names below load on first use (``at.load_dit`` imports the model layer then), so importing the
@@ -46,6 +47,8 @@ _EXPORTS = {
     "Speaker": ".people.speakers",
     "SpeakerLayout": ".people.speakers",
     "arrange_speakers": ".people.speakers",
+    "JudgeError": ".judge",
+    "evaluate": ".judge",
     "Models": ".pipeline",
     "Scene": ".pipeline",
     "generate": ".pipeline",

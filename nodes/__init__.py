@@ -7,6 +7,7 @@ needs the host's ``comfy_api``; everything else of the host is imported inside t
 from __future__ import annotations
 
 from .conditioning import AnyTalkerImageToVideo
+from .judge import AnyTalkerEvaluate
 from .loaders import AnyTalkerModelLoader
 from .long import AnyTalkerColorMatch, AnyTalkerExtend, AnyTalkerLongVideo
 from .people import AnyTalkerFaceDetect, AnyTalkerIdentity, AnyTalkerVoice
@@ -24,6 +25,7 @@ NODE_LIST: list[type] = [
     AnyTalkerExtend,
     AnyTalkerColorMatch,
     AnyTalkerLongVideo,
+    AnyTalkerEvaluate,
 ]
 
 

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = {
     "timeline": 0, "images": 0, "weights": 0, "sizes": 0,
     "model": 1, "people": 1, "encoders": 1, "sampling": 1,
-    "pipeline": 2,
+    "pipeline": 2, "judge": 2,
     "demo": 3, "cli": 3, "__main__": 4, "__init__": 4,
 }  # fmt: skip
 

@@ -517,3 +517,36 @@ def test_extend_and_loader_refuse_bad_inputs_clearly(pack, host, tmp_path):
     loaders = importlib.import_module(f"{PACK}.nodes.loaders")
     with pytest.raises(FileNotFoundError, match="models/anytalker or models/diffusion_models"):
         loaders.checkpoint_path("missing.pth")
+
+
+def test_evaluate_node_binds_the_chains_voices_to_their_faces(pack, host, monkeypatch):
+    from anytalker_core import demo
+    from anytalker_core.people.audio import load_audio
+    from judge_frames import FPS, talking_frames, voices
+
+    _, nodes = pack
+    shown = []
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = lambda total: types.SimpleNamespace(update_absolute=lambda done, total=None: shown.append(done))
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setattr(sys.modules["comfy"], "utils", utils, raising=False)
+    left, right = voices()
+    frames = torch.from_numpy(talking_frames([left, right])).float().div(255)  # [43, 256, 384, 3]
+    masks = nodes.AnyTalkerFaceDetect.execute(frames[:1], 2, "yunet").args[0]
+    audio = [{"waveform": load_audio(p)[None, None], "sample_rate": 16000} for p in demo.AUDIO]
+    said = [nodes.AnyTalkerVoice.execute(a).args[0] for a in audio]
+    chain = nodes.AnyTalkerIdentity.execute(masks, 2, voice=said[1]).args[0]  # the right person chained first
+    chain = nodes.AnyTalkerIdentity.execute(masks, 1, voice=said[0], identities=chain).args[0]
+
+    out = nodes.AnyTalkerEvaluate.execute(frames, FPS, identities=chain, mode="concat")  # the voices take turns
+    plot, text = out.args
+    assert plot.shape[0] == 1 and plot.shape[-1] == 3 and 0 <= float(plot.min()) and float(plot.max()) <= 1
+    report = json.loads(text.split("\n\n", 1)[1])
+    assert report["binding"] == [0, 1] and not report["swapped"] and report["frames"] == 43
+    assert out.ui["text"][0].startswith("person") and shown[-1] == 43
+
+    tracks = [{"waveform": torch.from_numpy(t)[None, None], "sample_rate": 16000} for t in (right, left)]
+    swapped = nodes.AnyTalkerEvaluate.execute(frames, FPS, audio_1=tracks[0], audio_2=tracks[1])
+    assert "SWAPPED" in swapped.ui["text"][0]
+    with pytest.raises(ValueError, match="connect the Identity chain or the audio inputs \\(neither is connected\\)"):
+        nodes.AnyTalkerEvaluate.execute(frames, FPS)
