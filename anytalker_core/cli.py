@@ -580,7 +580,7 @@ def _batch_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         spec = ModelSpec(
             dit=absolute(args.dit), wav2vec2=absolute(args.wav2vec2), text_encoder=absolute(args.text_encoder),
             image_encoder=absolute(args.image_encoder), vae=absolute(args.vae), tokenizer=absolute(args.tokenizer),
-            dit_config=absolute(args.dit_config), dtype=args.dtype or ("fp32" if args.device == "cpu" else "bf16"),
+            dit_config=absolute(args.dit_config), dtype=args.dtype,
         )  # fmt: skip
     seed = random.randint(0, 2**31 - 1) if args.seed is None else args.seed
     defaults = {
@@ -616,6 +616,8 @@ def _batch_pool(args: argparse.Namespace, spec: Any) -> Any:
 
     offload, overwrite = not args.no_offload, args.overwrite
     if args.ray is not None:
+        if args.devices:
+            raise ValueError("--devices is for workers on this machine; with --ray, Ray gives each actor its own GPU")
         from .batch.cluster import RayPool
 
         gpu = args.device != "cpu" if args.device is not None else None
@@ -644,6 +646,9 @@ def _batch(args: argparse.Namespace) -> int:
     except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nstopped: the finished videos are kept; run the same command again to render the rest", file=sys.stderr)
+        return 130
     print(report.summary())
     print(f"report: {Path(report.out_dir) / 'batch_report.json'}")
     return 0 if report.ok else 1

@@ -171,7 +171,7 @@ def test_batch_renders_each_job_as_generate_does_and_a_bad_job_fails_alone(seque
     assert (saved["done"], saved["failed"], saved["jobs"][1]["output"]) == (3, 2, f"caption/{B}")
     # the same job through generate, one clip at a time, gives the same frames
     video = generate(
-        SPEC.load(), job_file.parent / "images/anchors.jpg",
+        SPEC.load("cpu"), job_file.parent / "images/anchors.jpg",
         [job_file.parent / "audios/anchor-left.v2.wav", job_file.parent / "audios/anchor-right.wav"],
         "Two news anchors in a studio, reporting the weather.",
         **{**DEFAULTS, "seed": 7, "mode": "concat"}, device="cpu",

@@ -37,7 +37,7 @@ class BatchActor:
         worker_threads(cpus)
         self.device, self.offload, self.overwrite = device, offload, overwrite
         self.name = f"{socket.gethostname()} pid {os.getpid()} on {device}"
-        self.models = spec.load()
+        self.models = spec.load(device)
         self.step: tuple[int, int] | None = None
 
     def ready(self) -> str:
@@ -60,9 +60,9 @@ class BatchActor:
 class RayPool:
     """``workers`` actors on the cluster at ``address`` (``None``: a local cluster started here, stopped at
     ``close``; ``"auto"``: the cluster this machine belongs to; ``"host:6379"``). ``gpu``: one GPU per actor
-    (``device`` cuda), else ``cpus`` CPU cores each."""
+    (``device`` cuda), else ``cpus`` CPU cores each; None: GPUs when the cluster has any."""
 
-    def __init__(self, spec: ModelSpec, *, address: str | None, workers: int | None, gpu: bool, cpus: int = 1,
+    def __init__(self, spec: ModelSpec, *, address: str | None, workers: int | None, gpu: bool | None, cpus: int = 1,
                  offload: bool = True, overwrite: bool = False) -> None:  # fmt: skip
         ray = self.ray = import_ray()
         self.started_here = not ray.is_initialized()
@@ -75,6 +75,8 @@ class RayPool:
                 raise BatchError(f"--ray {address}: no Ray cluster answered ({one_line(err)}); start one with "
                                  "`ray start --head` (see the README's 'Batch rendering')") from None  # fmt: skip
         resources = ray.cluster_resources()
+        if gpu is None:
+            gpu = resources.get("GPU", 0) >= 1
         if workers is None:
             workers = int(resources.get("GPU", 0)) if gpu else max(1, int(resources.get("CPU", 1)) // cpus)
         if gpu and resources.get("GPU", 0) < 1:

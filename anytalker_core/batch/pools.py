@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_any
 from typing import Any
@@ -39,7 +40,7 @@ class InProcess:
         self.size, self.names = 1, ["main"]
         self.device, self.offload, self.overwrite = device, offload, overwrite
         try:
-            self.models = spec.load()
+            self.models = spec.load(device)
         except (ValueError, OSError) as err:
             raise BatchError(f"the models did not load: {one_line(err)}") from None
         self.job: BatchJob | None = None
@@ -71,9 +72,10 @@ class InProcess:
 
 def _process_main(conn: Any, spec: ModelSpec, device: str, cpus: int, offload: bool, overwrite: bool) -> None:
     """A local worker process: load the models, say so, then render each job it is sent until it gets None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     worker_threads(cpus)
     try:
-        models = spec.load()
+        models = spec.load(device)
     except Exception as err:  # noqa: BLE001 - sent to the parent, which stops the batch with it
         conn.send(("load_failed", one_line(err)))
         return

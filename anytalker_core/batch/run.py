@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,7 +133,7 @@ def schedule(jobs: list[BatchJob], pool: Any, display: Display, on_finish: Calla
                     worker=pool.names[worker],
                     reason=f"its worker died on each of {TRIES} tries (last: {outcome.reason})",
                 )
-            outcome = JobResult(**{**outcome.__dict__, "attempts": tries[job.label]})
+            outcome = replace(outcome, attempts=tries[job.label])
             display.finish(outcome)
             on_finish(job, outcome)
         for worker, step, total in pool.progress():

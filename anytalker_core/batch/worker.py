@@ -28,11 +28,12 @@ class ModelSpec:
     vae: str | None = None
     tokenizer: str | None = None
     dit_config: str | None = None
-    dtype: str = "fp32"
+    dtype: str | None = None  # the DiT's weights: None is bf16 for a GPU worker, fp32 for a CPU one
     demo_seed: int | None = None
 
-    def load(self) -> Any:
-        """The :class:`~anytalker_core.pipeline.Models`, on the CPU (``render`` moves each to the device)."""
+    def load(self, device: str = "cpu") -> Any:
+        """The :class:`~anytalker_core.pipeline.Models` for a worker on ``device``, loaded on the CPU (``render``
+        moves each to the device)."""
         if self.demo_seed is not None:
             from ..demo import tiny_models
 
@@ -41,7 +42,7 @@ class ModelSpec:
 
         return load_models(
             self.dit, self.wav2vec2, self.text_encoder, self.image_encoder, self.vae, tokenizer=self.tokenizer,
-            dit_config=self.dit_config, dtype=DTYPES[self.dtype],
+            dit_config=self.dit_config, dtype=DTYPES[self.dtype or ("fp32" if device == "cpu" else "bf16")],
         )  # fmt: skip
 
 
