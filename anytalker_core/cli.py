@@ -626,7 +626,7 @@ def _batch_pool(args: argparse.Namespace, spec: Any) -> Any:
                                offload=offload, overwrite=overwrite)  # fmt: skip
     devices = _batch_devices(args)
     if len(devices) == 1:
-        return lambda: InProcess(spec, devices[0], offload=offload, overwrite=overwrite)
+        return lambda: InProcess(spec, devices[0], offload=offload, overwrite=overwrite, cpus=args.cpus_per_worker)
     cpus = args.cpus_per_worker or max(1, (os.cpu_count() or 1) // len(devices))
     return lambda: Processes(spec, devices, cpus=cpus, offload=offload, overwrite=overwrite)
 

@@ -169,15 +169,23 @@ def test_batch_renders_each_job_as_generate_does_and_a_bad_job_fails_alone(seque
     assert (out / f"caption/{B}").with_name(Path(B).stem + "_binding.png").stat().st_size > 1000
     saved = json.loads((out / "batch_report.json").read_text())
     assert (saved["done"], saved["failed"], saved["jobs"][1]["output"]) == (3, 2, f"caption/{B}")
-    # the same job through generate, one clip at a time, gives the same frames
-    video = generate(
-        SPEC.load("cpu"), job_file.parent / "images/anchors.jpg",
-        [job_file.parent / "audios/anchor-left.v2.wav", job_file.parent / "audios/anchor-right.wav"],
-        "Two news anchors in a studio, reporting the weather.",
-        **{**DEFAULTS, "seed": 7, "mode": "concat"}, device="cpu",
-    )  # fmt: skip
-    alone = video.save(out.parent / "alone.mp4")
-    assert same_video(frames(alone), frames(out / f"enhance_caption/{B}"))
+    # generate, one clip at a time with the same seeds, gives the same frames
+    models, root = SPEC.load("cpu"), job_file.parent
+    clips = {
+        A: (["audios/left.wav", "audios/right.wav"], "Two news anchors.", {}),
+        f"caption/{B}": (["audios/anchor-left.v2.wav", "audios/anchor-right.wav"], "Two anchors.", {"seed": 7}),
+        f"enhance_caption/{B}": (
+            ["audios/anchor-left.v2.wav", "audios/anchor-right.wav"],
+            "Two news anchors in a studio, reporting the weather.",
+            {"seed": 7},
+        ),
+    }
+    for name, (audio, prompt, options) in clips.items():
+        mode = {"mode": "concat"} if name != A else {}
+        video = generate(models, root / "images/anchors.jpg", [root / a for a in audio], prompt, device="cpu",
+                         **{**DEFAULTS, **options, **mode})  # fmt: skip
+        alone = video.save(root / "alone" / name)
+        assert same_video(frames(alone), frames(out / name)), name
     assert not same_video(frames(out / f"caption/{B}"), frames(out / f"enhance_caption/{B}"))
 
 

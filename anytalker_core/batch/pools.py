@@ -34,10 +34,14 @@ class Crash:
 
 
 class InProcess:
-    """One worker: this process. The job runs inside ``wait``."""
+    """One worker: this process (``cpus``: torch's CPU threads; default: as they are). The job runs inside
+    ``wait``."""
 
-    def __init__(self, spec: ModelSpec, device: str, offload: bool = True, overwrite: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, device: str, offload: bool = True, overwrite: bool = False,
+                 cpus: int | None = None) -> None:  # fmt: skip
         self.size, self.names = 1, ["main"]
+        if cpus is not None:
+            worker_threads(cpus)
         self.device, self.offload, self.overwrite = device, offload, overwrite
         try:
             self.models = spec.load(device)
