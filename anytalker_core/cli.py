@@ -1,7 +1,9 @@
-"""Command line: ``python -m anytalker_core {demo, generate, inspect, evaluate}``.
+"""Command line: ``python -m anytalker_core {demo, generate, batch, inspect, evaluate}``.
 
 - ``demo``: the whole pipeline on tiny built-in models and shipped inputs; writes an mp4 and the face binding PNG.
 - ``generate``: a talking video from a picture, one audio track per person and a prompt, with real weights.
+- ``batch JOBS.json``: every job of a reference-style job file, models loaded once per worker, resumable; on
+  local processes (``--workers``, ``--devices``) or a Ray cluster (``--ray``). Exit 1 when a job failed.
 - ``inspect CHECKPOINT``: what an AnyTalker checkpoint holds and whether it loads.
 - ``evaluate VIDEO --audio A --audio B``: judge a finished video: which voice drives which face, listener motion;
   prints a table, writes a plot (PNG) and the report (JSON).
@@ -463,12 +465,196 @@ def _parser() -> argparse.ArgumentParser:
                         help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")
     device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
 
+    _batch_parser(commands)
+
     inspect = commands.add_parser("inspect", help="show what an AnyTalker checkpoint holds and whether it loads")
     inspect.add_argument("checkpoint", help=".pth, .safetensors or a folder of shards")
     inspect.add_argument("--config", help="the reference's config JSON (num_heads etc.), checked against the weights")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     _evaluate_parser(commands)
     return parser
+
+
+# ------------------------------------------------------------------------------------------------------ batch
+
+
+def _batch_parser(commands: Any) -> None:
+    from .people.faces import BACKENDS
+    from .people.speakers import MODES
+    from .sampling import SOLVER_NAMES
+    from .sampling.defaults import GUIDANCE
+
+    batch = commands.add_parser(
+        "batch", help="render every job of a job file (the reference's --batch_gen_json format), resumable",
+        description="Render every job of a job file: models load once per worker, jobs whose output exists are "
+        "skipped, every job is checked before any model loads. See the README's 'Batch rendering'.",
+    )  # fmt: skip
+    batch.add_argument("jobs", help="the job file (JSON: {name: {image_path, caption, enhance_caption, audio_list}})")
+    batch.add_argument("--out", default=None, help="output folder (default: beside the job file, named after it)")
+    batch.add_argument("--overwrite", action="store_true", help="render jobs whose output already exists again")
+    models = batch.add_argument_group("model files (as for generate)")
+    for flag in ("--dit", "--wav2vec2", "--text-encoder", "--image-encoder", "--vae"):
+        models.add_argument(flag, default=None, help="required unless --demo-models; see generate --help")
+    models.add_argument("--dit-config", default=None, help="the reference's config JSON (non-standard sizes only)")
+    models.add_argument("--tokenizer", default=None, help="umT5 spiece.model (for text encoders that carry none)")
+    models.add_argument(
+        "--demo-models",
+        action="store_true",
+        help="the demo's tiny random-weight models instead "
+        "of model files (seconds, no downloads; the videos are noise): to try a job file or a cluster",
+    )
+    every = batch.add_argument_group("defaults for every job (a job's own fields win)")
+    every.add_argument("--mode", choices=MODES, default="pad", help="pad (one timeline, default) or concat (turns)")
+    every.add_argument("--frames", type=int, default=None, help="clip length, 4n+1 (default: from the audio)")
+    every.add_argument("--seed", type=int, default=None, help="seed of every job (default: one random seed, printed)")
+    every.add_argument("--steps", type=int, default=None, help="sampling steps (default: the reference's)")
+    every.add_argument("--guidance", type=float, default=GUIDANCE, help=f"guidance scale (default {GUIDANCE:g})")
+    every.add_argument("--audio-guidance", type=float, default=None, help="a separate audio guidance scale")
+    every.add_argument("--shift", type=float, default=None, help="noise schedule shift (default: the reference's)")
+    every.add_argument("--solver", choices=SOLVER_NAMES, default="unipc")
+    every.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: from --max-area)")
+    every.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
+    every.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    every.add_argument("--face-backend", default="auto", choices=BACKENDS, help="face detector (default auto)")
+    _window_options(batch)
+    workers = batch.add_argument_group("workers")
+    workers.add_argument("--device", default=None, help="cuda, cpu... (default: cuda when available)")
+    workers.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)",
+    )
+    workers.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+    workers.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="how many workers, each loading the models once "
+        "(default: one per --devices entry, one per GPU of a Ray cluster, else 1)",
+    )
+    workers.add_argument("--devices", default=None, help="GPUs for local workers, one worker each: e.g. 0,1")
+    workers.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=None,
+        help="CPU cores per CPU worker (default: this machine's cores shared out; 1 per Ray actor)",
+    )
+    workers.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: on a local cluster (no ADDRESS), the cluster this "
+        "machine joined ('auto') or at HOST:PORT (needs: pip install ray)",
+    )
+
+
+def _batch_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The model spec and every job's defaults, from the flags; each bad flag fails here, before any work."""
+    import random
+
+    from .batch import ModelSpec
+    from .pipeline import MAX_AREA
+
+    _check_number(args.steps, "--steps", 1)
+    _check_number(args.shift, "--shift", 0, inclusive=False)
+    _check_number(args.guidance, "--guidance", 0)
+    _check_number(args.audio_guidance, "--audio-guidance", 0)
+    _check_number(args.max_area, "--max-area", 1)
+    _check_number(args.workers, "--workers", 1)
+    _check_number(args.cpus_per_worker, "--cpus-per-worker", 1)
+    if args.frames is not None:
+        timeline.check_frames(args.frames, "--frames")
+    _check_windows(args)
+    if args.demo_models:
+        spec = ModelSpec(demo_seed=0)
+    else:
+        files = (("--dit", args.dit, False), ("--wav2vec2", args.wav2vec2, False),
+                 ("--text-encoder", args.text_encoder, False), ("--tokenizer", args.tokenizer, True),
+                 ("--image-encoder", args.image_encoder, False), ("--vae", args.vae, False),
+                 ("--dit-config", args.dit_config, True))  # fmt: skip
+        for flag, value, optional in files:
+            if value is None and not optional:
+                raise ValueError(f"{flag} is required (or --demo-models to try the batch on tiny random models)")
+            _check_model_file(flag, value, optional)
+        absolute = lambda v: str(Path(v).expanduser().resolve()) if v else None  # noqa: E731 - the same on every worker
+        spec = ModelSpec(
+            dit=absolute(args.dit), wav2vec2=absolute(args.wav2vec2), text_encoder=absolute(args.text_encoder),
+            image_encoder=absolute(args.image_encoder), vae=absolute(args.vae), tokenizer=absolute(args.tokenizer),
+            dit_config=absolute(args.dit_config), dtype=args.dtype,
+        )  # fmt: skip
+    seed = random.randint(0, 2**31 - 1) if args.seed is None else args.seed
+    defaults = {
+        "mode": args.mode, "num_frames": args.frames, "seed": seed, "steps": args.steps, "guidance": args.guidance,
+        "audio_guidance": args.audio_guidance, "shift": args.shift, "solver": args.solver,
+        "size": _parse_size(args.size), "max_area": args.max_area or MAX_AREA, "negative_prompt": args.negative_prompt,
+        "face_backend": args.face_backend, "window": args.window, "motion_frames": args.motion_frames,
+        "color_anchor": not args.no_color_anchor,
+    }  # fmt: skip
+    return spec, defaults
+
+
+def _batch_devices(args: argparse.Namespace) -> list[str]:
+    """One device per local worker: ``--devices 0,1`` -> cuda:0, cuda:1; else ``--workers`` copies of --device."""
+    if args.devices:
+        devices = []
+        for part in args.devices.split(","):
+            name = part.strip() if not part.strip().isdigit() else f"cuda:{part.strip()}"
+            _check_device(name)
+            devices.append(name)
+        if args.workers is not None and args.workers != len(devices):
+            raise ValueError(f"--workers {args.workers} but --devices names {len(devices)}; give one of them")
+        return devices
+    _check_device(args.device)
+    return [args.device] * (args.workers or 1)
+
+
+def _batch_pool(args: argparse.Namespace, spec: Any) -> Any:
+    """A function that makes the workers: Ray actors, local processes, or this process."""
+    import os
+
+    from .batch import InProcess, Processes
+
+    offload, overwrite = not args.no_offload, args.overwrite
+    if args.ray is not None:
+        if args.devices:
+            raise ValueError("--devices is for workers on this machine; with --ray, Ray gives each actor its own GPU")
+        from .batch.cluster import RayPool
+
+        gpu = args.device != "cpu" if args.device is not None else None
+        address = None if args.ray == "local" else args.ray
+        return lambda: RayPool(spec, address=address, workers=args.workers, gpu=gpu, cpus=args.cpus_per_worker or 1,
+                               offload=offload, overwrite=overwrite)  # fmt: skip
+    devices = _batch_devices(args)
+    if len(devices) == 1:
+        return lambda: InProcess(spec, devices[0], offload=offload, overwrite=overwrite, cpus=args.cpus_per_worker)
+    cpus = args.cpus_per_worker or max(1, (os.cpu_count() or 1) // len(devices))
+    return lambda: Processes(spec, devices, cpus=cpus, offload=offload, overwrite=overwrite)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import BatchError, run_batch
+
+    if args.ray is None and args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec, defaults = _batch_setup(args)
+    make_pool = _batch_pool(args, spec)
+    if args.seed is None:
+        print(f"seed {defaults['seed']} for every job without its own (pass --seed to choose)", file=sys.stderr)
+    try:
+        report = run_batch(args.jobs, args.out, make_pool, defaults=defaults, overwrite=args.overwrite,
+                           face_backend=args.face_backend)  # fmt: skip
+    except BatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped: the finished videos are kept; run the same command again to render the rest", file=sys.stderr)
+        return 130
+    print(report.summary())
+    print(f"report: {Path(report.out_dir) / 'batch_report.json'}")
+    return 0 if report.ok else 1
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -550,13 +736,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        if args.command in ("demo", "generate"):
+        if args.command in ("demo", "generate", "batch"):
             from .pipeline.memory import lean_heap
 
             lean_heap()  # our own process: keep long videos at constant memory
         if args.command == "generate" and args.device is None:
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        command = {"demo": _demo, "generate": _generate, "inspect": _inspect, "evaluate": _evaluate}[args.command]
+        command = {"demo": _demo, "generate": _generate, "batch": _batch, "inspect": _inspect, "evaluate": _evaluate}[
+            args.command
+        ]
         from .people.audio import AudioError
         from .people.faces import FaceError
         from .people.routing import RoutingError

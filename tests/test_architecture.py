@@ -14,7 +14,7 @@ LAYERS = {
     "timeline": 0, "images": 0, "weights": 0, "sizes": 0,
     "model": 1, "people": 1, "encoders": 1, "sampling": 1,
     "pipeline": 2, "judge": 2,
-    "demo": 3, "cli": 3, "__main__": 4, "__init__": 4,
+    "demo": 3, "cli": 3, "batch": 3, "__main__": 4, "__init__": 4,
 }  # fmt: skip
 
 
