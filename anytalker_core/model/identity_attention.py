@@ -51,6 +51,7 @@ class Identities:
     boxes: list[Box | None]
 
 
+@torch.compiler.disable  # data-dependent Python ints (slice bounds): one clean graph break, before the blocks
 def mask_boxes(masks: torch.Tensor) -> list[Box | None]:
     """Bounding boxes of the nonzero entries of masks [N, B, T, h, w] over batch and time."""
     boxes: list[Box | None] = []
