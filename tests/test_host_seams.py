@@ -98,8 +98,8 @@ def host_model(monkeypatch, tmp_path):
 def host_inputs(cfg, identities=2):
     inputs = micro_inputs(cfg, identities=identities)
     args = (torch.cat([inputs["x"], inputs["y"]], 1), inputs["t"], inputs["text"])
-    kwargs = dict(clip_fea=inputs["clip"], anytalker_audio=torch.stack(inputs["audio"], 1),
-                  anytalker_faces=torch.stack(inputs["faces"], 1), anytalker_masks=torch.stack(inputs["masks"], 1))  # fmt: skip
+    stacked = {f"anytalker_{k}": torch.stack(inputs[k], 1) for k in ("audio", "faces", "masks")}
+    kwargs = dict(clip_fea=inputs["clip"], **stacked)
     return inputs, args, kwargs
 
 
