@@ -114,6 +114,7 @@ class HostHooks(ForwardHooks):
         return x
 
 
+@torch.compiler.disable  # data-dependent length: one clean graph break, before the blocks
 def _text_rows(context: torch.Tensor, text_len: int) -> torch.Tensor:
     """The host pads the umT5 output to 512 rows with zeros; drop trailing all-zero rows (the model zero-pads
     again and merges the padding into one key, the same softmax) and keep at most ``text_len`` rows."""
