@@ -14,6 +14,14 @@ Checks, each on the smoke graph of ``host_smoke.py`` (two people, 9 frames):
   what each saw per model call: every block replaced once, every attention (self, text, picture and both
   people's identity attention, by their key lengths) seen with its ``block_index``;
 - TorchCompileModel (inductor) in front of AnyTalker Sampler runs the graph.
+
+    # 3. in the host's Python, no server: what a multi-GPU work unit does to the model, and compile's graph breaks
+    HOST_PYTHON tests/tools/host_seams.py inproc --comfy PATH/TO/ComfyUI
+
+``inproc`` loads the smoke DiT with the pack's loader, then checks that ``clone()``, ``clone(disable_dynamic=True)``
+and ``deepclone_multigpu`` onto a second CPU device stand-in (a fresh model from ``cached_patcher_init``) predict
+the same as the original for the same conditioning moved with ``.to()``, and counts ``torch._dynamo.explain``'s
+graph breaks of the host's forward (HostDiT with the host's layers and attention), with where each one is.
 """
 
 from __future__ import annotations
@@ -106,16 +114,17 @@ def graph(compile_model: bool) -> dict:
         return {"class_type": kind, "inputs": inputs}
 
     cond = dict(positive=["16", 0], negative=["16", 1])
-    anytalker = dict(**cond, latent=["16", 2], seed=1, steps=STEPS, cfg=4.5, shift=5.0, solver="unipc")
+    seed = int(time.time())  # a new seed each run: the host would answer an unchanged branch from its cache
+    anytalker = dict(**cond, latent=["16", 2], seed=seed, steps=STEPS, cfg=4.5, shift=5.0, solver="unipc")
     cache = dict(reuse_threshold=3.0, start_percent=0.0, end_percent=0.95, verbose=False)
     extra = {
         "40": node("EasyCache", model=["1", 0], **cache),
         "41": node("AnyTalkerSampler", model=["40", 0], **anytalker),
-        "42": node("KSampler", model=["40", 0], seed=1, steps=STEPS, cfg=4.5, sampler_name="euler",
+        "42": node("KSampler", model=["40", 0], seed=seed, steps=STEPS, cfg=4.5, sampler_name="euler",
                    scheduler="simple", latent_image=["16", 2], denoise=1.0, **cond),
         "43": node("AnyTalkerScheduler", steps=STEPS, shift=5.0),
         "44": node("AnyTalkerSamplerSelect", solver="euler"),
-        "45": node("SamplerCustom", model=["40", 0], add_noise=True, noise_seed=1, cfg=4.5, sampler=["44", 0],
+        "45": node("SamplerCustom", model=["40", 0], add_noise=True, noise_seed=seed, cfg=4.5, sampler=["44", 0],
                    sigmas=["43", 0], latent_image=["16", 2], **cond),
         "46": node("LazyCache", model=["1", 0], **cache),
         "47": node("AnyTalkerSampler", model=["46", 0], **anytalker),
@@ -204,6 +213,63 @@ def run(url: str, compile_model: bool) -> int:
     return 1 if problems else 0
 
 
+def inproc(comfy_dir: Path) -> int:
+    import importlib
+    import importlib.util
+
+    import torch
+    import torch._dynamo as dynamo
+
+    sys.path.insert(0, str(comfy_dir))
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("AnyTalker_seams", repo / "__init__.py",
+                                                  submodule_search_locations=[str(repo)])  # fmt: skip
+    sys.modules["AnyTalker_seams"] = importlib.util.module_from_spec(spec)
+    nodes_model = importlib.import_module("AnyTalker_seams.nodes.model")
+    patcher = nodes_model.load_model(str(comfy_dir / "models" / "anytalker" / "anytalker_smoke.safetensors"))
+    cfg = patcher.model.diffusion_model.config
+    g = torch.Generator().manual_seed(0)
+    frames, h, w, people = 3, 8, 12, 2
+    masks = torch.zeros(1, people, frames, h // 2, w // 2)
+    masks[:, 0, :, 1:3, 0:2], masks[:, 1, :, 1:3, 3:5] = 1.0, 1.0
+    inputs = dict(
+        x=torch.randn(1, 36, frames, h, w, generator=g), timestep=torch.tensor([500.0]),
+        context=torch.randn(1, 20, cfg.text_dim, generator=g), clip_fea=torch.randn(1, 257, cfg.clip_dim, generator=g),
+        anytalker_audio=torch.randn(1, people, 4 * (frames - 1) + 1, 5, 12, 768, generator=g),
+        anytalker_faces=torch.randn(1, people, 257, cfg.clip_dim, generator=g), anytalker_masks=masks,
+    )  # fmt: skip
+
+    def predict(p, device="cpu"):
+        moved = {k: v.to(device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            return p.model.diffusion_model(**moved, transformer_options={}).cpu()
+
+    problems = []
+    expected = predict(patcher)
+    copies = {"clone()": patcher.clone(), "clone(disable_dynamic=True)": patcher.clone(disable_dynamic=True),
+              "deepclone_multigpu(cpu)": patcher.deepclone_multigpu(new_load_device=torch.device("cpu"))}  # fmt: skip
+    for name, copy in copies.items():
+        fresh = copy.model.diffusion_model is not patcher.model.diffusion_model
+        same = torch.equal(predict(copy), expected)
+        sys.stdout.write(f"{name}: {'a fresh model' if fresh else 'the same model'}, same prediction: {same}\n")
+        problems += [] if same else [f"{name} predicts differently"]
+    dit = patcher.model.diffusion_model
+    with torch.inference_mode():
+        explained = dynamo.explain(dit)(**inputs, transformer_options={})
+    sys.stdout.write(f"torch._dynamo.explain of the host's forward: {explained.graph_count} graphs, "
+                     f"{explained.graph_break_count} breaks\n")  # fmt: skip
+    for reason in explained.break_reasons:
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(reason.user_stack[-3:]))
+        sys.stdout.write(f"  break: {reason.reason.splitlines()[0][:140]} at {where}\n")
+    for problem in problems:
+        sys.stdout.write(f"FAIL {problem}\n")
+    return 1 if problems else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,10 +277,13 @@ def main() -> int:
     runner = sub.add_parser("run")
     runner.add_argument("--url", default="http://127.0.0.1:8188")
     runner.add_argument("--skip-compile", action="store_true", help="leave out TorchCompileModel (inductor, slow)")
+    sub.add_parser("inproc").add_argument("--comfy", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "install":
         install(args.comfy)
         return 0
+    if args.command == "inproc":
+        return inproc(args.comfy)
     return run(args.url, not args.skip_compile)
 
 
