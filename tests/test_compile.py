@@ -1,8 +1,8 @@
 """``torch.compile`` of the DiT: the same prediction, and no graph break inside a block.
 
 The compiler here is ``aot_eager`` (dynamo's tracing and autograd's graphs, no code generation), so the test
-takes seconds; ``benchmarks/bench_cache.py --compile`` runs inductor, and ``tests/tools/host_seams.py`` the
-host's TorchCompileModel.
+takes seconds; ``tests/tools/host_seams.py`` runs the host's TorchCompileModel (inductor) and counts the graph
+breaks of the host's forward (``inproc``).
 """
 
 from __future__ import annotations
