@@ -6,6 +6,14 @@
   ``LoraLoaderModelOnly``; every attention, the identity attention included, goes through
   :func:`host_attention` (the host's ``optimized_attention``, looked up at call time so SageAttention-style
   patches reach it). Pure torch: importable without the host.
+- It honours the host's seams as the host's own Wan model does (:class:`HostHooks`): the forward runs through
+  the host's ``WrapperExecutor`` with the ``DIFFUSION_MODEL`` wrappers (EasyCache, ...); per block
+  ``patches_replace["dit"][("double_block", i)]`` with Wan's argument dict, ``patches["double_block"]``, the
+  attention patches (``attn1_patch``, ``attn2_patch``, ``attn1_output_patch``, ``attn2_output_patch``); every
+  attention gets ``transformer_options`` (with ``block_index``, ``total_blocks``, ``grid_sizes``), so an
+  ``optimized_attention_override`` reaches all of them. A host without a seam (0.3.64) simply never uses it.
+- Every sampling run opens the DiT's context cache (:func:`context_cache_wrapper`, an ``OUTER_SAMPLE`` wrapper):
+  the conditioning's keys and values are computed at the first step only, within a tenth of the free memory.
 - :func:`load_model` builds it with ``comfy.ops`` layers (low-VRAM partial loading, fp8 storage) inside a
   ``model_base.WAN21`` subclass (latent format Wan21, the host's flow sampling with shift 5 for KSampler; AnyTalker
   Sampler runs the reference's exact schedule) and returns a
@@ -14,25 +22,99 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import logging
+from typing import Any, Callable
 
 import torch
 
 from ..anytalker_core.encoders.vae import normalize_latent
 from ..anytalker_core.model.config import AnyTalkerConfig
 from ..anytalker_core.model.dit import AnyTalkerDiT
+from ..anytalker_core.model.hooks import ForwardHooks
+
+log = logging.getLogger("AnyTalker")
 
 CONDITION_KEYS = ("anytalker_audio", "anytalker_faces", "anytalker_masks")
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+CACHE_SHARE = 0.1  # of the free device memory (after the weights) a run's context cache may hold
 
 
-def host_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
-    """``[B, L, D]`` q, k, v -> ``[B, L, D]`` through the host's current ``optimized_attention``."""
+def host_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None, transformer_options: dict | None = None
+) -> torch.Tensor:
+    """``[B, L, D]`` q, k, v -> ``[B, L, D]`` through the host's current ``optimized_attention``; with the
+    forward's ``transformer_options``, whose ``optimized_attention_override`` the host applies."""
     from comfy.ldm.modules import attention
 
-    return attention.optimized_attention(q, k, v, heads, mask=mask)
+    if transformer_options is None:
+        return attention.optimized_attention(q, k, v, heads, mask=mask)
+    return attention.optimized_attention(q, k, v, heads, mask=mask, transformer_options=transformer_options)
 
 
+# The host's names of our patch points (anytalker_core.model.hooks.PATCH_POINTS): Wan's own (attn1_patch,
+# attn2_patch: one dict argument) and the attention-output patches of the host's other models (two arguments).
+WAN_PATCHES = {"self_attention": "attn1_patch", "after_cross_attention": "attn2_patch"}
+OUTPUT_PATCHES = {"self_attention_output": "attn1_output_patch", "cross_attention_output": "attn2_output_patch"}
+
+
+class HostHooks(ForwardHooks):
+    """The host's seams in one forward, read from its ``transformer_options`` as its Wan model reads them.
+
+    ``x_input``: the forward's input [B, 36, T, H, W] (``patches["double_block"]`` get it as ``x``).
+    """
+
+    def __init__(self, options: dict, x_input: torch.Tensor, heads: int, total_blocks: int):
+        self.options, self.x_input, self.heads = options, x_input, heads
+        self.patches = options.get("patches", {})
+        self.replace = options.get("patches_replace", {}).get("dit", {})
+        options["total_blocks"] = total_blocks
+        options["block_type"] = "double"
+
+    def attention(self, attention: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if attention is not host_attention:  # replaced by hand (tests, a pack's own kernel): used as given
+            return attention
+        options = self.options
+
+        def with_options(q, k, v, heads, mask=None):
+            return host_attention(q, k, v, heads, mask=mask, transformer_options=options)
+
+        return with_options
+
+    def block(self, index: int, block: torch.nn.Module, x: torch.Tensor, e0: torch.Tensor, ctx: Any) -> torch.Tensor:
+        options = self.options
+        options["block_index"] = index
+        options["grid_sizes"] = torch.Size(ctx.grid)
+        replace = self.replace.get(("double_block", index))
+        if replace is None:
+            x = block(x, e0, ctx)
+        else:
+
+            def original_block(args: dict) -> dict:
+                inner = ctx if args["txt"] is ctx.text else dataclasses.replace(ctx, text=args["txt"])
+                return {"img": block(args["img"].clone(), args["vec"], inner)}  # our blocks update in place
+
+            args = {"img": x, "txt": ctx.text, "vec": e0, "pe": ctx.rope, "transformer_options": options}
+            x = replace(args, {"original_block": original_block})["img"]
+        for patch in self.patches.get("double_block", ()):
+            args = {"img": x, "x": self.x_input, "vec": e0, "block_index": index, "img_offset": 0,
+                    "transformer_options": options}  # fmt: skip
+            x = patch(args)["img"]
+        return x
+
+    def patch(self, point: str, x: torch.Tensor, **extras: torch.Tensor) -> torch.Tensor:
+        if point in WAN_PATCHES:
+            for patch in self.patches.get(WAN_PATCHES[point], ()):
+                x = patch({"x": x, **extras, "transformer_options": self.options})
+        elif self.patches.get(OUTPUT_PATCHES[point]):
+            extra_options = {k: v for k, v in self.options.items() if k not in ("patches", "patches_replace")}
+            extra_options.update(n_heads=self.heads, dim_head=x.shape[-1] // self.heads)
+            for patch in self.patches[OUTPUT_PATCHES[point]]:
+                x = patch(x, extra_options)
+        return x
+
+
+@torch.compiler.disable  # data-dependent length: one clean graph break, before the blocks
 def _text_rows(context: torch.Tensor, text_len: int) -> torch.Tensor:
     """The host pads the umT5 output to 512 rows with zeros; drop trailing all-zero rows (the model zero-pads
     again and merges the padding into one key, the same softmax) and keep at most ``text_len`` rows."""
@@ -50,20 +132,41 @@ class HostDiT(AnyTalkerDiT):
         timestep: torch.Tensor,
         context: torch.Tensor,
         clip_fea: torch.Tensor | None = None,
-        anytalker_audio: torch.Tensor | None = None,
-        anytalker_faces: torch.Tensor | None = None,
-        anytalker_masks: torch.Tensor | None = None,
         transformer_options: dict | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """x: [B, 36, T, H, W] (16 latent + 20 condition channels); identities stacked on dim 1:
-        audio [B, N, F, 5, 12, 768], faces [B, N, 257, 1280], masks [B, N, T, H/2, W/2]."""
+        """x: [B, 36, T, H, W] (16 latent + 20 condition channels); ``anytalker_*`` keywords: see ``_forward``.
+
+        Runs through the host's ``DIFFUSION_MODEL`` wrappers, as its Wan model does (the options dict last)."""
+        options = {} if transformer_options is None else transformer_options
+        try:
+            import comfy.patcher_extension as extension
+        except ImportError:  # no host (the tests): nothing can wrap the model
+            return self._forward(x, timestep, context, clip_fea, options, **kwargs)
+        wrappers = extension.get_all_wrappers(extension.WrappersMP.DIFFUSION_MODEL, options)
+        executor = extension.WrapperExecutor.new_class_executor(self._forward, self, wrappers)
+        return executor.execute(x, timestep, context, clip_fea, options, **kwargs)
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor | None,
+        transformer_options: dict,
+        anytalker_audio: torch.Tensor | None = None,
+        anytalker_faces: torch.Tensor | None = None,
+        anytalker_masks: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Identities stacked on dim 1: audio [B, N, F, 5, 12, 768], faces [B, N, 257, 1280],
+        masks [B, N, T, H/2, W/2]."""
         if clip_fea is None:
             raise ValueError(
                 "AnyTalker got no image features: build the conditioning with the 'AnyTalker Image To Video' node "
                 "(it attaches the picture's CLIP vision features, the face masks and the voices)"
             )
-        fixed = (transformer_options or {}).get("anytalker_timestep")
+        fixed = transformer_options.get("anytalker_timestep")
         if fixed is not None:  # our sampler's exact run: the schedule's int64 timestep, as the reference passes it
             timestep = torch.full_like(timestep, float(fixed))
         latent_channels = self.config.out_dim
@@ -74,9 +177,10 @@ class HostDiT(AnyTalkerDiT):
                 faces=list(anytalker_faces.unbind(1)),
                 masks=list(anytalker_masks.unbind(1)),
             )
+        hooks = HostHooks(transformer_options, x, self.config.num_heads, len(self.blocks))
         return super().forward(
             x[:, :latent_channels], timestep, text=_text_rows(context, self.config.text_len), clip=clip_fea,
-            y=x[:, latent_channels:], **identities,
+            y=x[:, latent_channels:], hooks=hooks, **identities,
         )  # fmt: skip
 
 
@@ -152,10 +256,42 @@ def _host_classes() -> tuple[type, type]:
 _CLASSES: tuple[type, type] | None = None
 
 
-def load_model(path: str, weight_dtype: str = "default") -> Any:
-    """An AnyTalker checkpoint -> a host ``ModelPatcher`` (see the module docstring)."""
+def context_cache_budget(patcher: Any) -> int:
+    """Bytes a run's context cache may hold: :data:`CACHE_SHARE` of the device's free memory once the
+    weights still to be loaded are there."""
+    import comfy.model_management as mm
+
+    pending = patcher.model_size() - patcher.loaded_size()
+    return max(0, int((mm.get_free_memory(patcher.load_device) - pending) * CACHE_SHARE))
+
+
+def context_cache_wrapper(executor, *args, **kwargs):
+    """``OUTER_SAMPLE`` wrapper: one sampling run (any sampler node) with the DiT's context cache open.
+
+    Not when hooks may change the weights between steps (per-step LoRA strengths): the cache would go stale.
+    """
+    guider = executor.class_obj
+    patcher = guider.model_patcher
+    dit = getattr(patcher.model, "diffusion_model", None)
+    conds = getattr(guider, "conds", None) or {}
+    hooked = getattr(patcher, "hook_patches", None) or any("hooks" in c for cs in conds.values() for c in cs)
+    if not isinstance(dit, AnyTalkerDiT) or hooked:
+        return executor(*args, **kwargs)
+    with dit.context_cache(context_cache_budget(patcher)) as cache:
+        out = executor(*args, **kwargs)
+    log.info("AnyTalker context cache: %s", cache.summary())
+    return out
+
+
+def load_model(path: str, weight_dtype: str = "default", disable_dynamic: bool = False) -> Any:
+    """An AnyTalker checkpoint -> a host ``ModelPatcher`` (see the module docstring).
+
+    The patcher can rebuild itself (``cached_patcher_init``): the host's multi-GPU work units and
+    ``clone(disable_dynamic=True)`` (TorchCompileModel on a dynamic-VRAM host) load a fresh copy this way.
+    """
     import comfy.model_management as mm
     import comfy.model_patcher
+    import comfy.patcher_extension
 
     from ..anytalker_core.model.loader import check_keys, read_state_dict, resolve_config
 
@@ -185,7 +321,9 @@ def load_model(path: str, weight_dtype: str = "default") -> Any:
     except TypeError:  # ComfyUI before the dynamic-VRAM loader
         model_config.set_inference_dtype(unet_dtype, manual_cast)
     model = model_config.get_model(state, "")
-    patcher_cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher_cls = comfy.model_patcher.ModelPatcher
+    if not disable_dynamic:
+        patcher_cls = getattr(comfy.model_patcher, "CoreModelPatcher", patcher_cls)
     patcher = patcher_cls(model, load_device=load_device, offload_device=offload_device)
     if not mm.is_device_cpu(offload_device):
         model.to(offload_device)
@@ -194,4 +332,8 @@ def load_model(path: str, weight_dtype: str = "default") -> Any:
         model.load_model_weights(state, "", assign=True)
     else:
         model.load_model_weights(state, "")
+    patcher.cached_patcher_init = (load_model, (path, weight_dtype))
+    patcher.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "anytalker_context_cache", context_cache_wrapper
+    )
     return patcher

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from .context_cache import CacheEntry
+from .hooks import NO_HOOKS, ForwardHooks
 from .identity_attention import Identities
 
 
 @dataclass
 class Context:
-    """What every block reads besides the video tokens (computed once per forward)."""
+    """What every block reads besides the video tokens (computed once per forward, or once per run)."""
 
     text: torch.Tensor  # [B, Lt, D] text tokens
     text_bias: torch.Tensor | None  # [1, Lt] additive attention bias counting the merged padding rows
@@ -22,3 +24,11 @@ class Context:
     rope: torch.Tensor  # complex rotations [L, 1, head_dim/2]
     attention: Callable[..., torch.Tensor]
     dtype: torch.dtype  # compute dtype of linear layers and attention
+    hooks: ForwardHooks = NO_HOOKS  # where a host steps in (block runs, patch points)
+    cache: CacheEntry | None = None  # this conditioning's entry of the run's context cache, if one is open
+
+    def keys_values(self, module: torch.nn.Module, compute: Callable[[], Any]) -> Any:
+        """``module``'s keys and values of the context: ``compute()``, reused for the whole run when cached."""
+        if self.cache is None:
+            return compute()
+        return self.cache.keys_values(module, compute)

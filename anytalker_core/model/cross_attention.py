@@ -48,10 +48,18 @@ class CrossAttention(nn.Module):
         return self.o(self.attend(q, ctx))
 
     def attend(self, q: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """The summed attention outputs before ``o``: q [B, L, D] -> [B, L, D]."""
+        """The summed attention outputs before ``o``: q [B, L, D] -> [B, L, D].
+
+        The keys and values [B, Lk, D] depend on the context only: ``ctx.keys_values`` reuses them for a run.
+        """
         text, text_bias = self.text_keys(ctx)
-        out = ctx.attention(q, self.norm_k(self.k(text)), self.v(text), self.heads, mask=text_bias)
-        return out.add_(ctx.attention(q, self.norm_k_img(self.k_img(ctx.clip)), self.v_img(ctx.clip), self.heads))
+        text_k, text_v = ctx.keys_values((self, "text"), lambda: (self.norm_k(self.k(text)), self.v(text)))
+        out = ctx.attention(q, text_k, text_v, self.heads, mask=text_bias)
+        del text_k, text_v
+        clip_k, clip_v = ctx.keys_values(
+            (self, "picture"), lambda: (self.norm_k_img(self.k_img(ctx.clip)), self.v_img(ctx.clip))
+        )
+        return out.add_(ctx.attention(q, clip_k, clip_v, self.heads))
 
     def text_keys(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The tokens the text attention sees [B, Lt, D] and their padding bias [1, Lt] (or None)."""
@@ -82,16 +90,21 @@ class AFCrossAttention(CrossAttention):
         ids = ctx.identities
         if ids is None:
             return out
-        for face, audio, mask, box in zip(ids.faces, ids.audio, ids.masks, ids.boxes):
+        for i, (face, audio, mask, box) in enumerate(zip(ids.faces, ids.audio, ids.masks, ids.boxes)):
             if box is None:  # nobody to drive: the reference adds exact zeros
                 continue
-            face_k, face_v = self.norm_k_face(self.k_face(face)), self.v_face(face)
-            audio_k, audio_v = self.norm_k_audio(self.k_audio(audio)), self.v_audio(audio)
+            kv = ctx.keys_values((self, i), lambda: self.identity_keys_values(face, audio))
+            face_k, face_v, audio_k, audio_v = kv
             routed = af_identity_attention(
                 q, face_k, face_v, audio_k, audio_v, box, ctx.grid, self.heads, self.audio_tokens, ctx.attention
             )
             add_masked(out, routed, mask, ctx.grid, box)
         return out
+
+    def identity_keys_values(self, face: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """face [B, 257, D], audio [B, F*32, D] tokens -> face keys, face values, audio keys, audio values."""
+        return self.norm_k_face(self.k_face(face)), self.v_face(face), self.norm_k_audio(self.k_audio(audio)), \
+            self.v_audio(audio)  # fmt: skip
 
 
 class LegacyCrossAttention(CrossAttention):

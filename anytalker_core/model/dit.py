@@ -14,8 +14,9 @@ in their audio projection; the model picks them once, from :data:`VARIANT_PARTS`
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,9 @@ from .audio_projection import AudioProjection, LegacyAudioProjection
 from .checks import check_inputs, normalize_mask
 from .config import AnyTalkerConfig
 from .context import Context
+from .context_cache import ContextCache
 from .cross_attention import AFCrossAttention, CrossAttention, LegacyCrossAttention
+from .hooks import NO_HOOKS, ForwardHooks
 from .identity_attention import Identities, LegacyAudioAttention, mask_boxes
 from .layers import MLPProj, Operations, RMSNorm, apply_rope, modulate, rope_freqs, sinusoidal_embedding
 
@@ -56,6 +59,7 @@ class SelfAttention(nn.Module):
         v = self.v(h)
         del h  # free the modulated input before the attention's own buffers
         out = ctx.attention(q.view(b, seq, d), k.view(b, seq, d), v, self.heads)
+        out = ctx.hooks.patch("self_attention", out, q=q, k=k)
         del q, k, v
         return self.o(out)
 
@@ -83,9 +87,10 @@ class Block(nn.Module):
         dtype = ctx.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
         # 1. self-attention
-        x.addcmul_(self.self_attn(x, shift1, scale1, ctx), gate1)
+        x.addcmul_(ctx.hooks.patch("self_attention_output", self.self_attn(x, shift1, scale1, ctx)), gate1)
         # 2. cross-attention to text, picture and people
         self.attend_context(x, ctx)
+        x = ctx.hooks.patch("after_cross_attention", x)
         # 3. feed-forward, in token chunks so its [chunk, ffn_dim] activation stays small
         h = modulate(x, shift2, scale2, self.eps).to(dtype)
         for start in range(0, x.shape[1], self.ffn_chunk):
@@ -95,7 +100,8 @@ class Block(nn.Module):
 
     def attend_context(self, x: torch.Tensor, ctx: Context) -> None:
         """x [B, L, D] float32 += cross_attn(LN3(x)), in place."""
-        x.add_(self.cross_attn(self.cross_attn.query(self.norm3(x.to(ctx.dtype))), ctx))
+        out = self.cross_attn(self.cross_attn.query(self.norm3(x.to(ctx.dtype))), ctx)
+        x.add_(ctx.hooks.patch("cross_attention_output", out))
 
 
 class LegacyBlock(Block):
@@ -116,7 +122,7 @@ class LegacyBlock(Block):
         super().attend_context(x, ctx)
         if ctx.identities is not None:
             q = self.audio_cross_attn.query(self.norm_x(x.to(ctx.dtype)))
-            x.add_(self.audio_cross_attn(q, ctx.identities, ctx.grid, ctx.attention))
+            x.add_(self.audio_cross_attn(q, ctx.identities, ctx.grid, ctx.attention, ctx.keys_values))
 
 
 class Head(nn.Module):
@@ -178,6 +184,7 @@ class AnyTalkerDiT(nn.Module):
         kw = dict(device=device, dtype=dtype)
         self.compute_dtype: torch.dtype | None = None
         self.attention = attention or DEFAULT_ATTENTION
+        self._context_cache: ContextCache | None = None  # open during a run (``context_cache``)
         dim = cfg.dim
 
         self.patch_embedding = ops.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size, **kw)
@@ -209,6 +216,7 @@ class AnyTalkerDiT(nn.Module):
         audio: Sequence[torch.Tensor] | None = None,
         faces: Sequence[torch.Tensor] | None = None,
         masks: Sequence[torch.Tensor] | None = None,
+        hooks: ForwardHooks = NO_HOOKS,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity.
 
@@ -216,6 +224,7 @@ class AnyTalkerDiT(nn.Module):
         clip: [B, 257, 1280]; y: [B, 20, T, H, W] condition. Per identity i (any number):
         audio[i]: [B, F, 5, 12, 768] with F = 4(T-1)+1; faces[i]: [B, 257, 1280]; masks[i]: [B, T, H/2, W/2]
         (or the reference's [B, 1, T, H/2, W/2]; soft or boolean).
+        ``hooks``: where a host steps into this forward (:mod:`.hooks`); the default changes nothing.
         Returns [B, 16, T, H, W] float32.
         """
         audio, faces, masks = ([] if v is None else list(v) for v in (audio, faces, masks))
@@ -234,22 +243,28 @@ class AnyTalkerDiT(nn.Module):
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(dtype)).float()
         e0 = self.time_projection(e.to(dtype)).float().unflatten(1, (6, cfg.dim))
 
-        # 3. context: text, picture, identities
-        text_tokens, text_bias = self._text_tokens(text, dtype)
+        # 3. context: text, picture, identities (once per run when a context cache is open)
+        entry = None
+        if self._context_cache is not None:
+            entry = self._context_cache.entry((text, clip, *audio, *faces, *masks))
+        parts = entry.context if entry is not None else None
+        if parts is None:
+            parts = self._context_parts(text, clip, audio, faces, masks, tokens.device, dtype)
+            if entry is not None:
+                entry.keep_context(parts)
         ctx = Context(
-            text=text_tokens,
-            text_bias=text_bias,
-            clip=self.img_emb(clip.to(dtype)),
-            identities=self._identities(audio, faces, masks, tokens.device, dtype) if audio else None,
+            **parts,
             grid=grid,
             rope=rope_freqs(grid, cfg.head_dim, tokens.device),
-            attention=self.attention,
+            attention=hooks.attention(self.attention),
             dtype=dtype,
+            hooks=hooks,
+            cache=entry,
         )
 
         # 4. transformer blocks
-        for block in self.blocks:
-            tokens = block(tokens, e0, ctx)
+        for index, block in enumerate(self.blocks):
+            tokens = hooks.block(index, block, tokens, e0, ctx)
 
         # 5. head, then 6. unpatchify: [B, L, 16*1*2*2] -> [B, 16, T, H, W]
         out = self.head(tokens, e, dtype)
@@ -257,6 +272,27 @@ class AnyTalkerDiT(nn.Module):
         pt, ph, pw = cfg.patch_size
         out = out.view(b, t_, h, w, pt, ph, pw, cfg.out_dim)
         return torch.einsum("bthwpqrc->bctphqwr", out).reshape(b, cfg.out_dim, t_ * pt, h * ph, w * pw)
+
+    @contextmanager
+    def context_cache(self, max_bytes: int) -> Iterator[ContextCache]:
+        """Within this block, one sampling run: each conditioning's text, picture, face and audio tokens and
+        every block's keys and values of them are computed once and reused (:mod:`.context_cache`), at most
+        ``max_bytes`` of them. Yields the cache (its ``bytes``, ``hits``, ``refused`` counters)."""
+        previous, self._context_cache = self._context_cache, ContextCache(max_bytes)
+        try:
+            yield self._context_cache
+        finally:
+            self._context_cache = previous
+
+    def _context_parts(self, text, clip, audio, faces, masks, device, dtype) -> dict:
+        """The context's tokens: text, its padding bias, picture and identities (``Context`` fields)."""
+        text_tokens, text_bias = self._text_tokens(text, dtype)
+        return dict(
+            text=text_tokens,
+            text_bias=text_bias,
+            clip=self.img_emb(clip.to(dtype)),
+            identities=self._identities(audio, faces, masks, device, dtype) if audio else None,
+        )
 
     def _text_tokens(self, text: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Text rows [B, L, text_dim] -> tokens [B, L', D] and an additive attention bias [1, L'] (or None).

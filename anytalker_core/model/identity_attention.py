@@ -28,6 +28,7 @@ from .config import AnyTalkerConfig
 from .layers import Operations
 
 Box = tuple[int, int, int, int]  # token-grid rows r0:r1, cols c0:c1
+KeysValues = Callable[[object, Callable[[], tuple[torch.Tensor, ...]]], tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Identities:
     boxes: list[Box | None]
 
 
+@torch.compiler.disable  # data-dependent Python ints (slice bounds): one clean graph break, before the blocks
 def mask_boxes(masks: torch.Tensor) -> list[Box | None]:
     """Bounding boxes of the nonzero entries of masks [N, B, T, h, w] over batch and time."""
     boxes: list[Box | None] = []
@@ -152,15 +154,28 @@ class LegacyAudioAttention(nn.Module):
         return self.q_linear(x)
 
     def forward(
-        self, q: torch.Tensor, ids: Identities, grid: tuple[int, int, int], attention: Callable[..., torch.Tensor]
+        self,
+        q: torch.Tensor,
+        ids: Identities,
+        grid: tuple[int, int, int],
+        attention: Callable[..., torch.Tensor],
+        keys_values: KeysValues | None = None,
     ) -> torch.Tensor:
-        """q: [B, T*h*w, D] from ``query``; ids: the projected identities -> [B, T*h*w, D]."""
+        """q: [B, T*h*w, D] from ``query``; ids: the projected identities -> [B, T*h*w, D].
+
+        ``keys_values(key, compute)``: the forward's ``Context.keys_values`` (reuses each identity's keys and
+        values for a run when a context cache is open); None computes them here.
+        """
         acc = torch.zeros_like(q)
-        for face, audio, mask, box in zip(ids.faces, ids.audio, ids.masks, ids.boxes):
+        for i, (face, audio, mask, box) in enumerate(zip(ids.faces, ids.audio, ids.masks, ids.boxes)):
             if box is None:
                 continue
-            face_k, face_v = self.k_face(face), self.v_face(face)  # [B, 257, D] each
-            audio_k, audio_v = self.kv_linear(audio).chunk(2, dim=-1)  # [B, T, 32, D] each
+
+            def compute(face=face, audio=audio) -> tuple[torch.Tensor, ...]:
+                # face [B, 257, D] and audio [B, T, 32, D] keys and values
+                return self.k_face(face), self.v_face(face), *self.kv_linear(audio).chunk(2, dim=-1)
+
+            face_k, face_v, audio_k, audio_v = compute() if keys_values is None else keys_values((self, i), compute)
             q_box = crop_queries(q, grid, box)  # [B, T, rows*cols, D]
             routed = frame_blocked_attention(q_box, face_k, face_v, audio_k, audio_v, self.heads, attention)
             add_masked(acc, routed, mask, grid, box)

@@ -2,7 +2,8 @@
 
 - :func:`on_device`: run a step with one model on the device, moving it back to the CPU afterwards (offload);
 - :func:`free_memory`: Python's garbage, CUDA's cache and glibc's heap, between windows of a long video;
-- :func:`lean_heap`: for a process of our own (the CLI, benchmarks) only: large buffers served by ``mmap``.
+- :func:`lean_heap`: for a process of our own (the CLI, benchmarks) only: large buffers served by ``mmap``;
+- :func:`context_cache_budget`: how much a sampling run's context cache may hold on a device.
 """
 
 from __future__ import annotations
@@ -69,3 +70,21 @@ def _trim_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
             pass
+
+
+CACHE_SHARE = 0.1  # of the device's free memory a run's context cache may hold
+
+
+def context_cache_budget(device: torch.device | str | None) -> int:
+    """Bytes for a run's context cache (``AnyTalkerDiT.context_cache``): :data:`CACHE_SHARE` of the free memory
+    of ``device`` (CUDA: the driver's free memory; CPU: Linux's MemAvailable; 0 where it cannot be read)."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as handle:
+                free = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            free = 0
+    return int(free * CACHE_SHARE)

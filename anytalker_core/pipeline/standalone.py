@@ -36,7 +36,7 @@ from ..people.speakers import SpeakerLayout, arrange_speakers
 from ..sampling import GUIDANCE, SamplingCancelled, default_shift, default_steps, get_solver, negative_cond, sample
 from ..timeline import FPS, latent_frames
 from .condition import MAX_AREA, build_y, target_size
-from .memory import free_memory, on_device
+from .memory import context_cache_budget, free_memory, on_device
 from .models import Models
 from .scene import Scene, build_scene
 from .windows import MOTION_FRAMES, WINDOW, Window, WindowInputs, WindowRun, plan_windows, to_uint8, window_inputs
@@ -233,7 +233,7 @@ def sample_window(
     }
     uncond = negative_cond(cond, job.negative.to(dev))  # the negative prompt and the reference's null audio
     try:
-        with on_device(models.dit, dev, offload):
+        with on_device(models.dit, dev, offload), models.dit.context_cache(context_cache_budget(dev)):
             latent = sample(
                 models.dit, noise, steps=job.steps, shift=job.shift, guidance=job.guidance, cond=cond,
                 uncond=uncond, solver=job.solver, callback=callback, audio_guidance=job.audio_guidance,
