@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -128,6 +129,7 @@ class Session:
     def __init__(self, browser, url: str) -> None:
         self.url, self.errors, self.prompts = url, [], []
         self.page = browser.new_page(viewport={"width": 2560, "height": 1440})
+        self.page.set_default_timeout(120_000)  # a shared 2-core machine can stall the page for a while
         self.page.on("pageerror", lambda err: self.errors.append(f"page error: {err}"))
         self.page.on("console", self._console)
         self.page.on("response", self._response)
@@ -157,9 +159,9 @@ class Session:
         else:  # frontends without the sidebar button: the Workflow menu
             page.get_by_text("Workflow", exact=True).first.click()
             page.get_by_text("Browse Templates").first.click()
-        page.get_by_text(PACK, exact=True).first.click(timeout=30_000)
+        page.get_by_text(PACK, exact=True).first.click()
         page.wait_for_timeout(1000)
-        page.get_by_text(name, exact=True).first.click(timeout=30_000)
+        page.get_by_text(name, exact=True).first.click()
         page.wait_for_timeout(3000)
 
     def widget(self, node_id: int, name: str) -> dict | None:
@@ -269,7 +271,7 @@ def check_workflow(session: Session, path: Path, out: Path) -> list[str]:
         return [f"Run did not queue the prompt: {json.dumps(session.prompts[-1:])[:1500]}"]
     if session.prompts[-1].get("node_errors"):
         return [f"refused nodes: {json.dumps(session.prompts[-1]['node_errors'])[:1500]}"]
-    prompt_id = session.prompts[-1]["prompt_id"]
+    prompt_id, started = session.prompts[-1]["prompt_id"], time.time()
     entry = wait_history(session.url, prompt_id)
     status = (entry or {}).get("status", {})
     if status.get("status_str") != "success":
@@ -298,7 +300,10 @@ def check_workflow(session: Session, path: Path, out: Path) -> list[str]:
         problems.append(f"{video['filename']} is in the history but not shown in the page")
     session.fit()
     page.screenshot(path=str(out / f"{path.stem}_done.png"))
-    say(f"  {path.stem}: {video['filename']} ({len(data) // 1024} KiB) after typing {list(typed.values())}")
+    say(
+        f"  {path.stem}: {video['filename']} ({len(data) // 1024} KiB, {time.time() - started:.0f} s after Run) "
+        f"after typing {list(typed.values())}"
+    )
     return problems
 
 
@@ -326,7 +331,8 @@ def measure(session: Session) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8188")
-    parser.add_argument("--out", type=Path, default=Path("browser_smoke_out"), help="screenshots go here")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "anytalker_browser_smoke",
+                        help="screenshots go here")  # fmt: skip
     parser.add_argument("--workflow", action="append", help="only these (names without .json)")
     parser.add_argument("--measure", action="store_true", help="print the sizes the frontend gives our nodes")
     args = parser.parse_args()
@@ -346,12 +352,19 @@ def main() -> int:
                 say(json.dumps(measure(session)))
                 return 0
             for path in paths:
+                if session is None:  # a fresh page per workflow: finished tabs and their videos weigh on the next
+                    session = Session(browser, args.url)
                 try:
                     results[path.stem] = check_workflow(session, path, args.out)
                 except Exception as err:  # noqa: BLE001 - one workflow's failure must not hide the others
-                    session.page.screenshot(path=str(args.out / f"{path.stem}_failed.png"))
                     results[path.stem] = [f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"]
+                    try:
+                        session.page.screenshot(path=str(args.out / f"{path.stem}_failed.png"))
+                    except Exception:  # noqa: BLE001 - the page may be what failed
+                        pass
                 say(f"{'ok  ' if not results[path.stem] else 'FAIL'} {path.stem}")
+                session.page.close()
+                session = None
         finally:
             browser.close()
     failed = {name: problems for name, problems in results.items() if problems}

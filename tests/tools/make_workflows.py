@@ -152,7 +152,8 @@ def inputs_and_people(g: Graph, picture: str, prompt: str, voices: list[str | No
         if row:
             g.row(people_x + 10, top, *row)
         g.column(people_x + 10 + 320 + GAP + 180 + GAP, top, chain)
-        side = "leftmost" if k == 0 else "rightmost" if k == len(voices) - 1 else "from the left"
+        side = "the only one" if len(voices) == 1 else "leftmost" if k == 0 else "rightmost" if k == len(voices) - 1 \
+            else "from the left"  # fmt: skip
         who = "listens" if track is None else "this voice drives"
         g.group(f"Person {k + 1}: {who} face {k + 1} ({side})", *row, chain)
         y += GROUP_HEADER + 10 + TITLE + max(SIZES["LoadAudio"][1], SIZES["AnyTalkerIdentity"][1]) + 10 + GAP
