@@ -18,7 +18,7 @@ from ..anytalker_core.pipeline.windows import Window, WindowInputs, window_input
 from ..anytalker_core.sampling import null_audio
 from . import host
 from .payloads import Identity
-from .schema import EXPERT, check_clip, clip_inputs
+from .schema import EXPERT, check_clip, clip_frames, clip_inputs
 
 
 def video_size(height: int, width: int, picture_hw: tuple[int, int]) -> tuple[int, int]:
@@ -47,7 +47,7 @@ def clip_scene(
     picture = start_image[0, :, :, :3].float().cpu()
     size = video_size(height, width, tuple(picture.shape[:2]))
     if length:
-        timeline.check_frames(length, "length (0 = as long as the audio)")
+        timeline.check_frames(length, "length")
     if not identities:
         raise ValueError("identities: connect at least one AnyTalker Identity")
     if all(p.voice is None for p in identities):
@@ -60,8 +60,8 @@ def clip_scene(
         if person.moving and person.face_mask.shape[0] != layout.num_frames:
             raise ValueError(
                 f"identities: person {k + 1}'s moving_mask holds {person.face_mask.shape[0]} masks but the clip has "
-                f"{layout.num_frames} frames; give one mask per frame of the clip (or set length to "
-                f"{person.face_mask.shape[0]})"
+                f"{layout.num_frames} frames; give one mask per frame of the clip (or set duration to 'length' and "
+                f"length to {person.face_mask.shape[0]})"
             )
     routing = route_from_masks(  # a moving mask [F, H, W] moves that person's face region frame by frame
         picture, [p.face_mask for p in identities], layout.num_frames, size=size, keep_order=True
@@ -126,17 +126,18 @@ class AnyTalkerImageToVideo(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, width=None, height=None, length=None) -> bool | str:
-        return check_clip(width, height, length)
+    def validate_inputs(cls, width=None, height=None, length=None, duration=None) -> bool | str:
+        return check_clip(width, height, length, duration)
 
     @classmethod
     def execute(
         cls, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width=0, height=0,
-        length=0, mode="pad", clip_vision_output=None,
+        length=0, mode="pad", clip_vision_output=None, duration=None,
     ) -> io.NodeOutput:  # fmt: skip
         from ..anytalker_core.people.preview import preview
 
-        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode,
+        frames = clip_frames(length, duration)
+        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, frames, mode,
                            clip_vision_output)  # fmt: skip
         whole = Window(0, 0, scene.frames, 1)  # one pass over the clip, as the reference
         positive, negative, latent = window_conditioning(scene, window_inputs(scene, whole), vae, positive, negative)

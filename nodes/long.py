@@ -16,7 +16,7 @@ from ..anytalker_core.pipeline.colors import anchor_colors, color_stats
 from ..anytalker_core.pipeline.windows import Window, WindowInputs, WindowRun, plan_windows, window_inputs
 from ..anytalker_core.sizes import PIXELS_PER_LATENT
 from .conditioning import clip_scene, mixed_audio, window_conditioning
-from .schema import EXPERT, check_clip, check_windows, clip_inputs, sampling_inputs
+from .schema import EXPERT, check_clip, check_windows, clip_frames, clip_inputs, sampling_inputs
 from .schema import window_inputs as window_schema
 
 
@@ -56,15 +56,16 @@ class AnyTalkerExtend(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None) -> bool | str:
-        clip = check_clip(width, height, length)
+    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None,
+                        duration=None) -> bool | str:  # fmt: skip
+        clip = check_clip(width, height, length, duration)
         return check_windows(window, motion_frames) if clip is True else clip
 
     @classmethod
     def execute(cls, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width, height,
-                length, mode, window, motion_frames, previous_frames) -> io.NodeOutput:  # fmt: skip
-        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode,
-                           chunk_frames=CHUNK_FRAMES)
+                length, mode, window, motion_frames, previous_frames, duration=None) -> io.NodeOutput:  # fmt: skip
+        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height,
+                           clip_frames(length, duration), mode, chunk_frames=CHUNK_FRAMES)  # fmt: skip
         plan_windows(scene.frames, window, motion_frames)  # checks window and motion_frames
         made = int(previous_frames.shape[0])
         if made < motion_frames:
@@ -133,14 +134,15 @@ class AnyTalkerLongVideo(io.ComfyNode):
         )  # fmt: skip
 
     @classmethod
-    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None) -> bool | str:
-        clip = check_clip(width, height, length)
+    def validate_inputs(cls, width=None, height=None, length=None, window=None, motion_frames=None,
+                        duration=None) -> bool | str:  # fmt: skip
+        clip = check_clip(width, height, length, duration)
         return check_windows(window, motion_frames) if clip is True else clip
 
     @classmethod
     def execute(cls, model, positive, negative, vae, clip_vision, audio_encoder, start_image, identities, width,
                 height, length, mode, window, motion_frames, seed, steps, cfg, shift, solver, color_anchor,
-                follow_faces=False) -> io.NodeOutput:  # fmt: skip
+                follow_faces=False, duration=None) -> io.NodeOutput:  # fmt: skip
         import comfy.model_management as mm
         import comfy.sample
         import comfy.utils
@@ -148,8 +150,8 @@ class AnyTalkerLongVideo(io.ComfyNode):
         from .people import insightface_root
         from .sampling import host_sampler, reference_schedule
 
-        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height, length, mode,
-                           chunk_frames=CHUNK_FRAMES)
+        scene = clip_scene(start_image, identities, clip_vision, audio_encoder, width, height,
+                           clip_frames(length, duration), mode, chunk_frames=CHUNK_FRAMES)  # fmt: skip
         latent_hw = (scene.size[0] // PIXELS_PER_LATENT, scene.size[1] // PIXELS_PER_LATENT)
         steps, shift, sigmas, timesteps = reference_schedule(model, steps, shift, latent_hw)
         windows = len(plan_windows(scene.frames, window, motion_frames))

@@ -27,6 +27,17 @@ def _takes_advanced() -> bool:
 EXPERT = {"advanced": True} if _takes_advanced() else {}
 
 
+# Each numeric widget below reaches exactly the values its node accepts: both frontends (1.27 and 1.49) round a
+# typed value, and step with the arrows, to min + k * step (ints) within [min, max], and the checks further down
+# hold the same settings. Rules that min and step cannot say (width and height both set or both 0, motion frames
+# shorter than the window) are in the tooltips and in the errors, with the nearest valid values.
+SIZE = {"min": 0, "max": 4096, "step": 32}  # multiples of 32; 0 (with the other 0) = the picture's aspect
+FRAMES = {"min": 1, "max": 100001, "step": 4}  # 4n+1 video frames: 1, 5, 9, ..., 81, ...
+WINDOW_FRAMES = {"min": 5, "max": 161, "step": 4}  # 4n+1, at least 5
+MOTION = {"min": 1, "max": 33, "step": 4}  # 4n+1
+DURATIONS = ("audio", "length")  # how long the clip is: as long as the voices, or `length` frames
+
+
 def clip_inputs() -> list:
     """What makes one clip: prompts, encoders, the picture, the people, size, length and timing mode."""
     return [
@@ -39,24 +50,34 @@ def clip_inputs() -> list:
                           "every voice on the clip's timeline."),
     io.Image.Input("start_image", tooltip="The picture with everybody in it (the video's first frame)."),
     IDENTITIES.Input("identities", tooltip="The people, from a chain of AnyTalker Identity nodes."),
-    io.Int.Input("width", default=0, min=0, max=4096, step=32,
-                 tooltip="Video width, a multiple of 32; 0 with height 0 = the picture's aspect at 832x480 pixels."),
-    io.Int.Input("height", default=0, min=0, max=4096, step=32, tooltip="Video height; see width."),
-    io.Int.Input("length", default=0, min=0, max=100001, step=4,
-                 tooltip="The clip in frames (4n+1: 1, 5, ..., 81, ...) at 24 fps; 0 = as long as the audio."),
+    io.Int.Input("width", default=0, **SIZE,
+                 tooltip="Video width, a multiple of 32 (e.g. 832); 0 with height 0 = the picture's aspect at "
+                 "832x480 pixels. Give both or neither."),
+    io.Int.Input("height", default=0, **SIZE,
+                 tooltip="Video height, a multiple of 32 (e.g. 480); 0 with width 0 = the picture's aspect. Give "
+                 "both or neither."),
+    io.Int.Input("length", default=81, **FRAMES,
+                 tooltip="The clip in frames at 24 fps, 4n+1 (1, 5, 9, ..., 81 = 3.4 s, ...), when duration is "
+                 "'length'; with duration 'audio' the clip is as long as the voices."),
     io.Combo.Input("mode", options=list(MODES), default="pad",
                    tooltip="pad: everybody on one timeline from the start; concat: people take turns in identity "
                    "order."),
+    # optional, so that the host lists it after every required input: a workflow saved before it existed (its
+    # values are by position, length 0 then meaning "as long as the audio") loads with every value in place
+    io.Combo.Input("duration", options=list(DURATIONS), default="audio", optional=True,
+                   tooltip="audio: the clip is as long as the voices (with their offsets; one after another in "
+                   "concat mode); length: exactly 'length' frames, cutting or padding the voices with silence."),
     ]  # fmt: skip
 
 
 def window_inputs() -> list:
     """How a long clip is cut into windows."""
     return [
-    io.Int.Input("window", default=WINDOW, min=5, max=161, step=4, **EXPERT,
-                 tooltip="Frames per window (4n+1); 81 is what the model was trained on."),
-    io.Int.Input("motion_frames", default=MOTION_FRAMES, min=1, max=33, step=4, **EXPERT,
-                 tooltip="Frames each window takes over from the one before (1+4k)."),
+    io.Int.Input("window", default=WINDOW, **WINDOW_FRAMES, **EXPERT,
+                 tooltip="Frames per window, 4n+1 (5, 9, ..., 161); 81 is what the model was trained on."),
+    io.Int.Input("motion_frames", default=MOTION_FRAMES, **MOTION, **EXPERT,
+                 tooltip="Frames each window takes over from the one before, 4n+1 (1, 5, ..., 33) and shorter than "
+                 "the window (at most window - 4)."),
     ]  # fmt: skip
 
 
@@ -78,37 +99,56 @@ def sampling_inputs(steps_tooltip: str = "Sampling steps") -> list:
     ]  # fmt: skip
 
 
-def check_clip(width: int | None, height: int | None, length: int | None) -> bool | str:
-    """``validate_inputs`` for the clip inputs (runs when the prompt is queued, before anything loads): True, or
-    one line naming the input and the nearest valid values."""
-    from ..anytalker_core import timeline
+def check_int(value: int, name: str, spec: dict, rule: str) -> str | None:
+    """None when ``value`` is one of ``spec``'s min + k * step in [min, max]; else one line naming ``name``, the
+    ``rule`` and the nearest valid values."""
+    low, step = spec["min"], spec["step"]
+    top = spec["max"] - (spec["max"] - low) % step
+    if low <= value <= top and (value - low) % step == 0:
+        return None
+    below = low + (value - low) // step * step
+    nearest = [low] if value < low else [top] if value > top else [below, below + step]
+    return f"{name} is {value}: use {' or '.join(map(str, nearest))} ({rule})"
 
-    if width is not None and height is not None:
-        for name, value in (("width", width), ("height", height)):
-            if not 0 <= value <= 4096 or value % 32:
-                below = value // 32 * 32
-                return f"{name} is {value}: use a multiple of 32 ({below} or {below + 32}), or 0 with the other 0"
-        if (width == 0) != (height == 0):
-            return f"width {width} and height {height}: give both (multiples of 32), or both 0 for the picture's aspect"
-    if length:
-        try:
-            timeline.check_frames(length, "length (0 = as long as the audio)")
-        except ValueError as err:
-            return str(err)
+
+def clip_frames(length: int, duration: str | None) -> int:
+    """The clip's frame count for the core, 0 = as long as the audio. ``duration`` None (a prompt written before
+    the input existed, over the API): ``length`` 0 meant the audio's length."""
+    if duration is None:
+        duration = "length" if length else "audio"
+    return length if duration == "length" else 0
+
+
+def check_clip(width: int | None, height: int | None, length: int | None, duration: str | None = None) -> bool | str:
+    """``validate_inputs`` for the clip inputs (runs when the prompt is queued, before anything loads): True, or
+    one line naming the input and the nearest valid values. None: fed by a link, checked when the node runs."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (error := check_int(value, name, SIZE, "a multiple of 32 up to 4096, or 0 with "
+                                                     "the other 0 for the picture's aspect")):  # fmt: skip
+            return error
+    if width is not None and height is not None and (width == 0) != (height == 0):
+        return (f"width {width} and height {height}: give both (multiples of 32, e.g. 832 and 480), or set both to 0 "
+                "for the picture's aspect")  # fmt: skip
+    if duration is not None and duration not in DURATIONS:
+        return f"duration is {duration!r}: use one of {', '.join(DURATIONS)}"
+    if length is not None and clip_frames(length, duration):
+        error = check_int(length, "length", FRAMES, "4n+1 frames: 1, 5, 9, ..., 81, ...; or duration 'audio' for as "
+                          "long as the audio")  # fmt: skip
+        if error:
+            return error
+    elif length is not None and duration == "length":
+        return "length is 0: use 1 or 5 (4n+1 frames), or duration 'audio' for as long as the audio"
     return True
 
 
 def check_windows(window: int | None, motion_frames: int | None) -> bool | str:
     """``validate_inputs`` for window and motion_frames (4n+1 each, the motion shorter than the window)."""
-    from ..anytalker_core import timeline
-
-    try:
-        if window is not None:
-            timeline.check_frames(window, "window", minimum=5)
-        if motion_frames is not None:
-            timeline.check_frames(motion_frames, "motion_frames")
-    except ValueError as err:
-        return str(err)
-    if window is not None and motion_frames is not None and motion_frames >= window:
-        return f"motion_frames ({motion_frames}) must be shorter than the window ({window})"
-    return True
+    error = None
+    if window is not None:
+        error = check_int(window, "window", WINDOW_FRAMES, "4n+1 frames, 5 to 161")
+    if error is None and motion_frames is not None:
+        error = check_int(motion_frames, "motion_frames", MOTION, "4n+1 frames, 1 to 33")
+    if error is None and window is not None and motion_frames is not None and motion_frames >= window:
+        error = (f"motion_frames ({motion_frames}) must be shorter than the window ({window}): use motion_frames "
+                 f"{window - 4} or less, or a window of {motion_frames + 4} or more")  # fmt: skip
+    return True if error is None else error

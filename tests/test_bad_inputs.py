@@ -270,9 +270,9 @@ def test_the_model_loader_node_keeps_names_inside_its_folders(pack, tmp_path):  
 
 
 NODE_CASES = [
-    ("AnyTalkerImageToVideo", {"width": 100, "height": 64, "length": 0}, "width is 100: use a multiple of 32 (96 or"),
+    ("AnyTalkerImageToVideo", {"width": 100, "height": 64, "length": 0}, "width is 100: use 96 or 128 (a multiple"),
     ("AnyTalkerImageToVideo", {"width": 96, "height": 0, "length": 0}, "give both"),
-    ("AnyTalkerImageToVideo", {"width": 0, "height": 0, "length": 8}, "length (0 = as long as the audio) is 8"),
+    ("AnyTalkerImageToVideo", {"width": 0, "height": 0, "length": 8}, "length is 8: use 5 or 9 (4n+1 frames"),
     ("AnyTalkerExtend", {"width": 0, "height": 0, "length": 0, "window": 10, "motion_frames": 5}, "window is 10"),
     ("AnyTalkerLongVideo", {"width": 0, "height": 0, "length": 41, "window": 17, "motion_frames": 17},
      "motion_frames (17) must be shorter than the window (17)"),

@@ -73,6 +73,121 @@ def test_entrypoint_registers_every_node_and_the_models_folder(pack):
     assert "anytalker" in sys.modules["folder_paths"].folder_names_and_paths
 
 
+# ---------------------------------------------------------------------------------------------- widget settings
+#
+# The frontends (1.27.10 and 1.49.6) round a typed int, and step it with the arrows, to min + k * step within
+# [min, max]; the host range-checks an input itself only when the node's validate_inputs does not take it. So an
+# int widget is right when the values it can reach are exactly the values the node accepts when queued.
+
+# Inputs checked together: the others set so that only the input under test decides.
+COMPANIONS = {
+    "width": lambda v: {"height": v}, "height": lambda v: {"width": v}, "length": lambda v: {"duration": "length"},
+    "window": lambda v: {"motion_frames": 1}, "motion_frames": lambda v: {"window": 161},
+}  # fmt: skip
+
+
+def frontend_int(widget: dict, typed: float) -> int:
+    """What both frontends keep of a typed int: ``Math.round((v - min % step) / step) * step + min % step``,
+    clamped to [min, max]."""
+    import math
+
+    step, low = widget.get("step", 1), widget.get("min", 0)
+    offset = math.fmod(low, step)  # JavaScript's %
+    value = math.floor((typed - offset) / step + 0.5) * step + offset  # Math.round: halves up
+    return int(min(max(value, low), widget["max"]))
+
+
+def accepts(cls, widget: dict, value) -> bool:
+    """Whether the node takes ``value`` for this input when the prompt is queued (its validate_inputs, else the
+    host's own min/max check)."""
+    import inspect
+
+    own = inspect.signature(cls.validate_inputs).parameters if hasattr(cls, "validate_inputs") else {}
+    if widget["id"] not in own:
+        return widget.get("min", value) <= value <= widget.get("max", value)
+    values = {widget["id"]: value, **COMPANIONS.get(widget["id"], lambda v: {})(value)}
+    return cls.validate_inputs(**{k: v for k, v in values.items() if k in own}) is True
+
+
+def int_widgets(nodes):
+    for cls in nodes.NODE_LIST:
+        schema = hoststub.schema_dict(cls)
+        for widget in schema["inputs"]:
+            if widget["type"] == "INT":
+                yield cls, schema["node_id"], widget
+
+
+def test_every_int_widget_reaches_exactly_the_values_its_node_accepts(pack):
+    _, nodes = pack
+    checked = 0
+    for cls, node_id, widget in int_widgets(nodes):
+        low, high, step = widget["min"], widget["max"], widget.get("step", 1)
+        where = f"{node_id}.{widget['id']} (min {low}, max {high}, step {step})"
+        assert (high - low) % step == 0, f"{where}: max is not min + k * step, so the frontend can clamp off the grid"
+        assert accepts(cls, widget, widget["default"]) and frontend_int(widget, widget["default"]) == widget["default"]
+        near = [*range(low - 3 * step - 2, low + 60 * step), *range(max(low, high - 60 * step), high + 3 * step + 2)]
+        for value in near:
+            reachable = low <= value <= high and (value - low) % step == 0
+            assert accepts(cls, widget, value) == reachable, f"{where}: {value} reachable {reachable}"
+            typed = frontend_int(widget, value)
+            assert accepts(cls, widget, typed), f"{where}: typing {value} leaves {typed}, which the node refuses"
+        checked += 1
+    assert checked >= 15
+
+
+def test_float_widgets_are_range_checked_by_the_host(pack):
+    """Float inputs take any value in [min, max] (the frontends keep 0.01s): the host checks the range itself."""
+    import inspect
+
+    _, nodes = pack
+    for cls in nodes.NODE_LIST:
+        own = inspect.signature(cls.validate_inputs).parameters if hasattr(cls, "validate_inputs") else {}
+        for widget in hoststub.schema_dict(cls)["inputs"]:
+            if widget["type"] == "FLOAT":
+                assert widget["id"] not in own and widget["min"] <= widget["default"] <= widget["max"]
+
+
+def test_lengths_typed_by_hand_stay_and_the_audio_length_is_a_choice(pack):
+    """The artist's view: 9 and 17 frames typed into length are kept and run; the arrows step 4n+1; 'as long as
+    the audio' is the duration choice, the default, and old workflows (length 0, no duration) keep meaning it."""
+    _, nodes = pack
+    for cls in (nodes.AnyTalkerImageToVideo, nodes.AnyTalkerLongVideo, nodes.AnyTalkerExtend):
+        widgets = {w["id"]: w for w in hoststub.schema_dict(cls)["inputs"]}
+        length, duration = widgets["length"], widgets["duration"]
+        assert [frontend_int(length, t) for t in (9, 17, 8, 16, 0, 100003)] == [9, 17, 9, 17, 1, 100001]
+        assert duration["options"] == ["audio", "length"] and duration["default"] == "audio" and duration["optional"]
+        assert cls.validate_inputs(length=9, duration="length") is True
+        assert cls.validate_inputs(length=81, duration="audio") is True
+        assert cls.validate_inputs(length=0) is True  # a prompt from before duration: 0 = the audio's length
+        assert cls.validate_inputs(length=0, duration="audio") is True  # an old workflow's 0, loaded
+        assert "use 1 or 5" in cls.validate_inputs(length=0, duration="length")
+        assert cls.validate_inputs(length=8, duration="length").startswith("length is 8: use 5 or 9")
+        assert "use one of audio, length" in cls.validate_inputs(length=9, duration="frames")
+    schema = nodes.schema
+    assert schema.clip_frames(9, "length") == 9 and schema.clip_frames(9, "audio") == 0
+    assert schema.clip_frames(0, None) == 0 and schema.clip_frames(17, None) == 17
+
+
+def test_rules_the_widgets_cannot_say_name_the_nearest_valid_values(pack):
+    _, nodes = pack
+    check = nodes.AnyTalkerLongVideo.validate_inputs
+    assert check(width=100, height=64).startswith("width is 100: use 96 or 128")
+    assert check(width=4200, height=64).startswith("width is 4200: use 4096")
+    assert "give both" in check(width=832, height=0) and "set both to 0" in check(width=832, height=0)
+    assert check(window=10).startswith("window is 10: use 9 or 13")
+    assert check(window=200).startswith("window is 200: use 161")
+    assert check(motion_frames=37).startswith("motion_frames is 37: use 33")
+    assert check(window=17, motion_frames=17) == (
+        "motion_frames (17) must be shorter than the window (17): use motion_frames 13 or less, or a window of 21 "
+        "or more"
+    )
+    for widget in hoststub.schema_dict(nodes.AnyTalkerLongVideo)["inputs"]:
+        if widget["id"] in ("width", "height"):
+            assert "both or neither" in widget["tooltip"]
+        if widget["id"] == "motion_frames":
+            assert "shorter than the window (at most window - 4)" in widget["tooltip"]
+
+
 # ---------------------------------------------------------------------------------------------------- workflows
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -85,8 +200,9 @@ def all_schemas(nodes) -> dict:
 
 
 def widget_count(schema: dict) -> list[dict]:
+    """The widgets in the order the frontend saves their values: the host lists required inputs, then optional."""
     widgets = []
-    for item in schema["inputs"]:
+    for item in sorted(schema["inputs"], key=lambda i: bool(i.get("optional"))):
         if item["type"] in WIDGET_TYPES or isinstance(item.get("options"), list):
             widgets.append(item)
             if item.get("control_after_generate"):
@@ -143,6 +259,35 @@ def test_workflow_is_valid_against_the_schemas(pack, path):
         inp = by_id[dst]["inputs"][dst_slot]
         assert out["type"] == inp["type"] == kind, f"{path.name}: link {link_id} joins {out['type']} to {inp['type']}"
         assert link_id in out["links"] and inp["link"] == link_id
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_opens_tidy(path):
+    """At the sizes it is saved at (at least what the frontends draw, see make_workflows.SIZES), no node covers
+    another, title bars included, and no node sticks out of a group; a group per person; the length follows the
+    audio. tests/tools/browser_smoke.py measures the same in the real frontends."""
+    sys.path.insert(0, str(REPO / "tests" / "tools"))
+    try:
+        from browser_smoke import overlaps
+        from make_workflows import SIZES, TITLE
+    finally:
+        sys.path.remove(str(REPO / "tests" / "tools"))
+    graph = json.loads(path.read_text())
+    boxes = {
+        "nodes": [{"id": n["id"], "title": n.get("title", n["type"]),
+                   "box": [n["pos"][0], n["pos"][1] - TITLE, n["size"][0], n["size"][1] + TITLE]}
+                  for n in graph["nodes"]],
+        "groups": [{"title": g["title"], "box": g["bounding"]} for g in graph["groups"]],
+    }  # fmt: skip
+    assert overlaps(boxes) == []
+    for node in graph["nodes"]:
+        assert node["size"][0] >= SIZES[node["type"]][0] and node["size"][1] >= SIZES[node["type"]][1]
+    people = [n for n in graph["nodes"] if n["type"] == "AnyTalkerIdentity"]
+    assert [g["title"].split(":")[0] for g in graph["groups"]] == [f"Person {k + 1}" for k in range(len(people))]
+    for group, person in zip(graph["groups"], people):
+        assert f"face {person['widgets_values'][0]}" in group["title"]
+    clip = next(n for n in graph["nodes"] if n["type"] in ("AnyTalkerImageToVideo", "AnyTalkerLongVideo"))
+    assert clip["widgets_values"][-1] == "audio"
 
 
 # ------------------------------------------------------------------------------------------------- node logic

@@ -190,7 +190,7 @@ SMOKE_FILES = {
     "type@CLIPLoader": "stable_diffusion", "vae_name": "wan_vae_smoke.safetensors",
     "clip_name@CLIPVisionLoader": "clip_vision_smoke.safetensors", "audio_encoder_name": "wav2vec2_smoke.safetensors",
     "width": 256, "height": 160, "length": 9, "steps": 2, "length@AnyTalkerLongVideo": 17,
-    "window@AnyTalkerLongVideo": 9,
+    "window@AnyTalkerLongVideo": 9, "duration": "length",
 }  # fmt: skip
 
 

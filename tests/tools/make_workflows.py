@@ -37,16 +37,33 @@ def is_socket(item: dict) -> bool:
     return item["type"] not in WIDGETS and not isinstance(item.get("options"), list)
 
 
+# The size each node is saved at: at least what both frontends draw it at (measured with
+# ``tests/tools/browser_smoke.py --measure`` in 1.27.10 and 1.49.6, and after loading, with LoadImage's preview),
+# so that the saved layout is the one on the screen. Heights without the 30 px title bar.
+SIZES = {
+    "AnyTalkerModelLoader": (320, 90), "CLIPLoader": (320, 110), "CLIPTextEncode": (400, 150),
+    "VAELoader": (320, 60), "CLIPVisionLoader": (320, 60), "AudioEncoderLoader": (320, 60), "LoadImage": (320, 340),
+    "AnyTalkerFaceDetect": (320, 130), "LoadAudio": (320, 140), "AnyTalkerVoice": (180, 30),
+    "AnyTalkerIdentity": (320, 150), "AnyTalkerImageToVideo": (340, 300), "PreviewImage": (340, 340),
+    "AnyTalkerSampler": (320, 240), "VAEDecode": (220, 50), "CreateVideo": (320, 110), "SaveVideo": (400, 420),
+    "AnyTalkerLongVideo": (340, 540),
+}  # fmt: skip
+TITLE = 30  # the title bar above a node's pos, in both frontends
+GAP = 40  # between two nodes: from one's bottom edge to the next one's title bar
+GROUP_HEADER = 40  # a group's title band (font 24)
+
+
 class Graph:
     def __init__(self) -> None:
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.groups: list[dict] = []
 
-    def add(self, kind: str, widgets: list, pos: tuple[int, int], title: str | None = None, **inputs) -> int:
+    def add(self, kind: str, widgets: list, title: str | None = None, **inputs) -> int:
         schema = SCHEMAS[kind]
         node_id = len(self.nodes) + 1
         node = {
-            "id": node_id, "type": kind, "pos": list(pos), "size": [320, 120], "flags": {}, "order": node_id - 1,
+            "id": node_id, "type": kind, "pos": [0, 0], "size": list(SIZES[kind]), "flags": {}, "order": node_id - 1,
             "mode": 0,
             "inputs": [{"name": i["id"], "type": i["type"], "link": None} for i in schema["inputs"] if is_socket(i)],
             "outputs": [{"name": o["name"], "type": o["type"], "links": [], "slot_index": k}
@@ -60,6 +77,31 @@ class Graph:
             self.link(src, slot, node_id, name)
         return node_id
 
+    def column(self, x: int, y: int, *ids: int) -> int:
+        """Stack nodes top to bottom from ``y`` (the first one's title bar); returns where the next would go."""
+        for node_id in ids:
+            node = self.nodes[node_id - 1]
+            node["pos"] = [x, y + TITLE]
+            y += TITLE + node["size"][1] + GAP
+        return y
+
+    def row(self, x: int, y: int, *ids: int) -> int:
+        """Place nodes left to right from ``x``, title bars at ``y``; returns where the next would go."""
+        for node_id in ids:
+            node = self.nodes[node_id - 1]
+            node["pos"] = [x, y + TITLE]
+            x += node["size"][0] + GAP
+        return x
+
+    def group(self, title: str, *ids: int, color: str = "#3f789e") -> None:
+        """A titled box around nodes (their title bars included)."""
+        boxes = [(n["pos"][0], n["pos"][1] - TITLE, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in (self.nodes[i - 1] for i in ids)]  # fmt: skip
+        left, top = min(b[0] for b in boxes) - 10, min(b[1] for b in boxes) - GROUP_HEADER - 10
+        right, bottom = max(b[2] for b in boxes) + 10, max(b[3] for b in boxes) + 10
+        self.groups.append({"title": title, "bounding": [left, top, right - left, bottom - top], "color": color,
+                            "font_size": 24, "flags": {}})  # fmt: skip
+
     def link(self, src: int, slot: int, dst: int, name: str) -> None:
         out = self.nodes[src - 1]["outputs"][slot]
         target = next(i for i in self.nodes[dst - 1]["inputs"] if i["name"] == name)
@@ -72,79 +114,93 @@ class Graph:
     def dump(self, path: Path, note: str) -> None:
         graph = {
             "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-            "links": self.links, "groups": [], "config": {}, "extra": {"anytalker_note": note}, "version": 0.4,
+            "links": self.links, "groups": self.groups, "config": {}, "extra": {"anytalker_note": note},
+            "version": 0.4,
         }  # fmt: skip
         path.write_text(json.dumps(graph, indent=1) + "\n")
 
 
-def workflow(picture: str, voices: list[str | None], prompt: str, mode: str, note: str) -> Graph:
-    g = Graph()
-    model = g.add("AnyTalkerModelLoader", [MODEL, "default"], (0, 0))
-    clip = g.add("CLIPLoader", [TEXT, "wan", "default"], (0, 160))
-    positive = g.add("CLIPTextEncode", [prompt], (360, 120), "Prompt", clip=(clip, 0))
-    negative = g.add("CLIPTextEncode", [NEGATIVE], (360, 300), "Negative prompt", clip=(clip, 0))
-    vae = g.add("VAELoader", [VAE], (0, 320))
-    vision = g.add("CLIPVisionLoader", [CLIP_VISION], (0, 440))
-    encoder = g.add("AudioEncoderLoader", [WAV2VEC2], (0, 560))
-    image = g.add("LoadImage", [picture, "image"], (0, 700))
-    faces = g.add("AnyTalkerFaceDetect", [len(voices), "auto", 0.0], (360, 700), image=(image, 0))
-    chain = None
+def inputs_and_people(g: Graph, picture: str, prompt: str, voices: list[str | None], people_x: int) -> tuple:
+    """The loaders, prompts, picture and one group per person (voice -> face); returns the nodes the clip node
+    takes and the bottom of the people's rows."""
+    model = g.add("AnyTalkerModelLoader", [MODEL, "default"])
+    clip = g.add("CLIPLoader", [TEXT, "wan", "default"])
+    vae = g.add("VAELoader", [VAE])
+    vision = g.add("CLIPVisionLoader", [CLIP_VISION])
+    encoder = g.add("AudioEncoderLoader", [WAV2VEC2])
+    below_loaders = g.column(0, 0, model, clip, vae, vision, encoder)
+    positive = g.add("CLIPTextEncode", [prompt], "Prompt", clip=(clip, 0))
+    negative = g.add("CLIPTextEncode", [NEGATIVE], "Negative prompt", clip=(clip, 0))
+    image = g.add("LoadImage", [picture, "image"])
+    faces = g.add("AnyTalkerFaceDetect", [len(voices), "auto", 0.0], image=(image, 0))
+    g.column(360, 0, positive, negative)
+    g.column(0, below_loaders, image)
+    g.column(360, below_loaders, faces)
+    chain, y = None, 0
     for k, track in enumerate(voices):
-        y = 480 + 260 * k
         links = {"face_mask": (faces, 0)}
+        row = []
         if track is not None:
-            audio = g.add("LoadAudio", [track, None, None], (720, y), f"Voice of person {k + 1}")
-            links["voice"] = (g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0)), 0)
+            audio = g.add("LoadAudio", [track, None, None], f"Voice of person {k + 1}")
+            links["voice"] = (g.add("AnyTalkerVoice", [], audio=(audio, 0)), 0)
+            row = [audio, links["voice"][0]]
         if chain is not None:
             links["identities"] = (chain, 0)
         title = f"Person {k + 1}" + (" (listener)" if track is None else "")
-        chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), title, **links)
-    video = g.add(
-        "AnyTalkerImageToVideo", [0, 0, 0, mode], (1640, 200), positive=(positive, 0), negative=(negative, 0),
-        vae=(vae, 0), clip_vision=(vision, 0), audio_encoder=(encoder, 0), start_image=(image, 0),
-        identities=(chain, 0),
-    )  # fmt: skip
-    g.add("PreviewImage", [], (1640, 560), "Who drives which face", images=(video, 4))
-    samples = g.add(
-        "AnyTalkerSampler", [42, "fixed", 0, 4.5, 0.0, "unipc"], (2000, 0), model=(model, 0),
-        positive=(video, 0), negative=(video, 1), latent=(video, 2),
-    )  # fmt: skip
-    frames = g.add("VAEDecode", [], (2360, 0), samples=(samples, 0), vae=(vae, 0))
-    clip_out = g.add("CreateVideo", [24, 8], (2360, 160), images=(frames, 0), audio=(video, 3))
-    g.add("SaveVideo", ["video/AnyTalker", "auto", "auto"], (2700, 0), video=(clip_out, 0))
+        chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], title, **links)
+        top = y + GROUP_HEADER + 10
+        if row:
+            g.row(people_x + 10, top, *row)
+        g.column(people_x + 10 + 320 + GAP + 180 + GAP, top, chain)
+        side = "the only one" if len(voices) == 1 else "leftmost" if k == 0 else "rightmost" if k == len(voices) - 1 \
+            else "from the left"  # fmt: skip
+        who = "listens" if track is None else "this voice drives"
+        g.group(f"Person {k + 1}: {who} face {k + 1} ({side})", *row, chain)
+        y += GROUP_HEADER + 10 + TITLE + max(SIZES["LoadAudio"][1], SIZES["AnyTalkerIdentity"][1]) + 10 + GAP
+    sockets = dict(positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), clip_vision=(vision, 0),
+                   audio_encoder=(encoder, 0), start_image=(image, 0), identities=(chain, 0))  # fmt: skip
+    return model, vae, sockets
+
+
+PEOPLE_X = 800  # the people's groups: voice, then Voice node, then Identity
+CLIP_X = PEOPLE_X + 20 + 320 + 180 + 320 + 2 * GAP + 60  # the clip node, right of the people
+
+
+def workflow(picture: str, voices: list[str | None], prompt: str, mode: str) -> Graph:
+    g = Graph()
+    model, vae, sockets = inputs_and_people(g, picture, prompt, voices, PEOPLE_X)
+    video = g.add("AnyTalkerImageToVideo", [0, 0, 81, mode, "audio"], **sockets)
+    binding = g.add("PreviewImage", [], "Who drives which face", images=(video, 4))
+    g.column(CLIP_X, 0, video, binding)
+    samples = g.add("AnyTalkerSampler", [42, "fixed", 0, 4.5, 0.0, "unipc"], model=(model, 0), positive=(video, 0),
+                    negative=(video, 1), latent=(video, 2))  # fmt: skip
+    frames = g.add("VAEDecode", [], samples=(samples, 0), vae=(vae, 0))
+    clip_out = g.add("CreateVideo", [24, 8], images=(frames, 0), audio=(video, 3))
+    x = CLIP_X + SIZES["AnyTalkerImageToVideo"][0] + GAP
+    g.column(x, 0, samples, frames, clip_out)
+    g.column(x + SIZES["AnyTalkerSampler"][0] + GAP, 0, g.add("SaveVideo", ["video/AnyTalker", "auto", "auto"],
+                                                                 video=(clip_out, 0)))  # fmt: skip
     return g
 
 
-def conversation(note: str) -> Graph:
+def conversation() -> Graph:
     """A two-person conversation of about 20 s, rendered window by window in one node."""
     g = Graph()
-    model = g.add("AnyTalkerModelLoader", [MODEL, "default"], (0, 0))
-    clip = g.add("CLIPLoader", [TEXT, "wan", "default"], (0, 160))
     prompt = "The image captures two news anchors, a man and a woman, talking with each other in a studio."
-    positive = g.add("CLIPTextEncode", [prompt], (360, 120), "Prompt", clip=(clip, 0))
-    negative = g.add("CLIPTextEncode", [NEGATIVE], (360, 300), "Negative prompt", clip=(clip, 0))
-    vae = g.add("VAELoader", [VAE], (0, 320))
-    vision = g.add("CLIPVisionLoader", [CLIP_VISION], (0, 440))
-    encoder = g.add("AudioEncoderLoader", [WAV2VEC2], (0, 560))
-    image = g.add("LoadImage", ["2p-1.png", "image"], (0, 700))
-    faces = g.add("AnyTalkerFaceDetect", [2, "auto", 0.0], (360, 700), image=(image, 0))
-    chain = None
+    tracks = [f"conversation_person_{k + 1}.wav" for k in range(2)]
+    model, vae, sockets = inputs_and_people(g, "2p-1.png", prompt, tracks, PEOPLE_X)
     for k in range(2):
-        y = 480 + 260 * k
-        audio = g.add("LoadAudio", [f"conversation_person_{k + 1}.wav", None, None], (720, y),
-                      f"Voice of person {k + 1} (about 20 s)")  # fmt: skip
-        voice = g.add("AnyTalkerVoice", [], (1000, y), audio=(audio, 0))
-        links = {"face_mask": (faces, 0), "voice": (voice, 0)}
-        if chain is not None:
-            links["identities"] = (chain, 0)
-        chain = g.add("AnyTalkerIdentity", [k + 1, 0.0], (1300, y), f"Person {k + 1}", **links)
+        g.nodes[next(i for i, n in enumerate(g.nodes) if n.get("title") == f"Voice of person {k + 1}")]["title"] += (
+            " (about 20 s)"
+        )
     long = g.add(
-        "AnyTalkerLongVideo", [0, 0, 0, "pad", 81, 5, 42, "fixed", 0, 4.5, 0.0, "unipc", True, True], (1640, 100),
-        model=(model, 0), positive=(positive, 0), negative=(negative, 0), vae=(vae, 0), clip_vision=(vision, 0),
-        audio_encoder=(encoder, 0), start_image=(image, 0), identities=(chain, 0),
+        "AnyTalkerLongVideo", [0, 0, 81, "pad", 81, 5, 42, "fixed", 0, 4.5, 0.0, "unipc", True, True, "audio"],
+        model=(model, 0), **sockets,
     )  # fmt: skip
-    clip_out = g.add("CreateVideo", [24, 8], (2000, 100), images=(long, 0), audio=(long, 1))
-    g.add("SaveVideo", ["video/AnyTalker_long", "auto", "auto"], (2340, 100), video=(clip_out, 0))
+    clip_out = g.add("CreateVideo", [24, 8], images=(long, 0), audio=(long, 1))
+    save = g.add("SaveVideo", ["video/AnyTalker_long", "auto", "auto"], video=(clip_out, 0))
+    x = g.row(CLIP_X, 0, long)
+    g.row(g.row(x, 0, clip_out), 0, save)
     return g
 
 
@@ -172,10 +228,12 @@ def main() -> int:
         ),
     }  # fmt: skip
     for name, (picture, voices, prompt, mode, note) in specs.items():
-        workflow(picture, voices, prompt, mode, note).dump(out / f"{name}.json", note)
-    note = ("A two-person conversation of about 20 s (two tracks on one timeline), made in windows of 81 frames "
-            "that continue each other; the length follows the audio.")
-    conversation(note).dump(out / "anytalker_conversation_20s.json", note)
+        workflow(picture, voices, prompt, mode).dump(out / f"{name}.json", note)
+    note = (
+        "A two-person conversation of about 20 s (two tracks on one timeline), made in windows of 81 frames "
+        "that continue each other; the length follows the audio."
+    )
+    conversation().dump(out / "anytalker_conversation_20s.json", note)
     sys.stdout.write(f"wrote {len(specs) + 1} workflows to {out}\n")
     return 0
 
