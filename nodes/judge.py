@@ -69,23 +69,28 @@ class AnyTalkerEvaluate(io.ComfyNode):
         import comfy.model_management as mm
         import comfy.utils
 
-        from ..anytalker_core.judge import evaluate
-        from ..anytalker_core.judge.plot import plot
+        from ..anytalker_core.judge import JudgeError, evaluate
+        from ..anytalker_core.judge.plot import message, plot
 
         given = [audio_1, audio_2, audio_3, audio_4]  # AUDIO_INPUTS of them
         while given and given[-1] is None:
             given.pop()
-        if (identities is None) == (not given):
-            both = "both are connected" if given else "neither is connected"
-            raise ValueError(f"identities / audio_1...: connect the Identity chain or the audio inputs ({both})")
-        voices = chain_voices(identities, mode, images.shape[0], fps) if identities is not None else given
         bar = comfy.utils.ProgressBar(images.shape[0])
 
         def progress(done: int, total: int) -> None:
             mm.throw_exception_if_processing_interrupted()  # Cancel stops a long video between frames
             bar.update_absolute(done, total)
 
-        report = evaluate(images, voices, speaking.strip() or None, fps, progress=progress)
+        try:
+            if (identities is None) == (not given):
+                both = "both are connected" if given else "neither is connected"
+                raise JudgeError(f"identities / audio_1...: connect the Identity chain or the audio inputs ({both})")
+            voices = chain_voices(identities, mode, images.shape[0], fps) if identities is not None else given
+            report = evaluate(images, voices, speaking.strip() or None, fps, progress=progress)
+        except JudgeError as err:  # the judge sits after the render: say why on the node, never fail the video
+            text = f"Cannot judge this video: {err}"
+            picture = torch.from_numpy(message(str(err))).float().div(255)[None]
+            return io.NodeOutput(picture, text, ui={"text": [text]})
         text = report.table()
         picture = torch.from_numpy(plot(report)).float().div(255)[None]
         return io.NodeOutput(picture, text + "\n\n" + report.to_json(), ui={"text": [text]})

@@ -693,5 +693,8 @@ def test_evaluate_node_binds_the_chains_voices_to_their_faces(pack, host, monkey
     tracks = [{"waveform": torch.from_numpy(t)[None, None], "sample_rate": 16000} for t in (right, left)]
     swapped = nodes.AnyTalkerEvaluate.execute(frames, FPS, audio_1=tracks[0], audio_2=tracks[1])
     assert "SWAPPED" in swapped.ui["text"][0]
-    with pytest.raises(ValueError, match="connect the Identity chain or the audio inputs \\(neither is connected\\)"):
-        nodes.AnyTalkerEvaluate.execute(frames, FPS)
+    unwired = nodes.AnyTalkerEvaluate.execute(frames, FPS)  # says why on the node; the video before it is kept
+    assert "connect the Identity chain or the audio inputs (neither is connected)" in unwired.ui["text"][0]
+    assert unwired.args[0].shape[-1] == 3
+    noise = nodes.AnyTalkerEvaluate.execute(torch.rand(9, 64, 96, 3), FPS, audio_1=tracks[0], audio_2=tracks[1])
+    assert noise.args[1].startswith("Cannot judge this video: video: no face found in any of the 9 frames")

@@ -94,6 +94,18 @@ def plot(report: Report) -> np.ndarray:
     return img
 
 
+def message(text: str) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: a plain panel saying why there is no plot (``text`` wrapped to the width)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=(WIDTH - 2 * MARGIN) // 8) or [""]
+    img = np.full((HEADER + 20 * len(lines) + AXIS, WIDTH, 3), 255, np.uint8)
+    _text(img, "Cannot judge this video", MARGIN, 24, (200, 0, 0), 0.6)
+    for k, line in enumerate(lines):
+        _text(img, line, MARGIN, HEADER + 20 * (k + 1))
+    return img
+
+
 def _title(report: Report, p: int) -> str:
     side = "left" if p == 0 else "right" if p == report.people - 1 else f"{p + 1}th from left"
     face = report.binding[p] if p < len(report.binding) else None

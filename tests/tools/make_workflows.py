@@ -46,7 +46,7 @@ SIZES = {
     "AnyTalkerFaceDetect": (320, 130), "LoadAudio": (320, 140), "AnyTalkerVoice": (180, 30),
     "AnyTalkerIdentity": (320, 150), "AnyTalkerImageToVideo": (340, 300), "PreviewImage": (340, 340),
     "AnyTalkerSampler": (320, 240), "VAEDecode": (220, 50), "CreateVideo": (320, 110), "SaveVideo": (400, 420),
-    "AnyTalkerLongVideo": (340, 540),
+    "AnyTalkerLongVideo": (340, 540), "AnyTalkerEvaluate": (320, 330),
 }  # fmt: skip
 TITLE = 30  # the title bar above a node's pos, in both frontends
 GAP = 40  # between two nodes: from one's bottom edge to the next one's title bar
@@ -178,9 +178,17 @@ def workflow(picture: str, voices: list[str | None], prompt: str, mode: str) -> 
     clip_out = g.add("CreateVideo", [24, 8], images=(frames, 0), audio=(video, 3))
     x = CLIP_X + SIZES["AnyTalkerImageToVideo"][0] + GAP
     g.column(x, 0, samples, frames, clip_out)
-    g.column(x + SIZES["AnyTalkerSampler"][0] + GAP, 0, g.add("SaveVideo", ["video/AnyTalker", "auto", "auto"],
-                                                                 video=(clip_out, 0)))  # fmt: skip
+    x += SIZES["AnyTalkerSampler"][0] + GAP
+    g.column(x, 0, g.add("SaveVideo", ["video/AnyTalker", "auto", "auto"], video=(clip_out, 0)))
+    judge(g, x + SIZES["SaveVideo"][0] + GAP, (frames, 0), sockets["identities"], mode)
     return g
+
+
+def judge(g: Graph, x: int, frames: tuple, identities: tuple, mode: str) -> None:
+    """AnyTalker Evaluate after the video, with its plot previewed: does each voice drive its own face?"""
+    evaluate = g.add("AnyTalkerEvaluate", [24, mode, ""], "Does each voice drive its own face?", images=frames,
+                     identities=identities)  # fmt: skip
+    g.column(x, 0, evaluate, g.add("PreviewImage", [], "Mouth against voice, per person", images=(evaluate, 0)))
 
 
 def conversation() -> Graph:
@@ -200,7 +208,7 @@ def conversation() -> Graph:
     clip_out = g.add("CreateVideo", [24, 8], images=(long, 0), audio=(long, 1))
     save = g.add("SaveVideo", ["video/AnyTalker_long", "auto", "auto"], video=(clip_out, 0))
     x = g.row(CLIP_X, 0, long)
-    g.row(g.row(x, 0, clip_out), 0, save)
+    judge(g, g.row(g.row(x, 0, clip_out), 0, save), (long, 0), sockets["identities"], "pad")
     return g
 
 
