@@ -8,6 +8,7 @@ and state dicts in memory. ComfyUI's scaled-fp8 files are turned back into plain
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -131,9 +132,10 @@ def _read_safetensors(path: Path) -> StateDict:
 
 
 def inside(folder: Path, name: str, what: str) -> Path:
-    """``folder / name``, refused unless it stays inside ``folder`` (no ``..``, no absolute path, no link out)."""
-    root = folder.resolve()
-    target = (root / name).resolve()
+    """``folder / name``, refused unless the name stays inside ``folder`` (no ``..``, no absolute path). Links in
+    the folder are followed: a Hugging Face cache snapshot is a folder of links to its blobs."""
+    root = Path(os.path.abspath(folder))
+    target = Path(os.path.normpath(root / name))
     if target != root and root not in target.parents:
         raise CheckpointError(f"{what}: {name!r} points outside {folder}; refused")
     return target

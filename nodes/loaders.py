@@ -26,9 +26,11 @@ def checkpoint_path(name: str) -> str:
     for folder in (FOLDER, "diffusion_models"):
         path = folder_paths.get_full_path(folder, name)
         if path is not None and os.path.isfile(path):
-            roots = [os.path.realpath(root) for root in folder_paths.get_folder_paths(folder)]
-            real = os.path.realpath(path)
-            if not any(os.path.commonpath([real, root]) == root for root in roots):  # no "..", no link out
+            # The name stays inside the folder (no "..", no absolute path). A link the user put in the folder is
+            # followed, as the host's own loaders do: models on a shared disk are usually linked in.
+            roots = [os.path.abspath(root) for root in folder_paths.get_folder_paths(folder)]
+            where = os.path.abspath(path)
+            if not any(os.path.commonpath([where, root]) == root for root in roots):
                 raise ValueError(f"model_name: {name!r} points outside models/{folder}; refused")
             return path
     raise FileNotFoundError(

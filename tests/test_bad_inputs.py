@@ -151,6 +151,19 @@ def test_shard_index_cannot_point_outside_its_folder(tmp_path):
         at.read_state_dict(folder)
 
 
+def test_shards_linked_into_their_folder_load(tmp_path):
+    """A Hugging Face cache snapshot: the folder holds links to blobs kept elsewhere."""
+    from safetensors.torch import save_file
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir(), snapshot.mkdir()
+    save_file({"blocks.0.x": torch.ones(2)}, str(blobs / "abc123"))
+    (snapshot / "model-00001-of-00001.safetensors").symlink_to(blobs / "abc123")
+    index = {"weight_map": {"blocks.0.x": "model-00001-of-00001.safetensors"}}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert torch.equal(at.read_state_dict(snapshot)[0]["blocks.0.x"], torch.ones(2))
+
+
 # ------------------------------------------------------------------------------------- the command line
 
 
@@ -267,6 +280,11 @@ def test_the_model_loader_node_keeps_names_inside_its_folders(pack, tmp_path):  
     assert loaders.checkpoint_path("ok.pth") == str(folder / "ok.pth")
     with pytest.raises(ValueError, match="points outside models/diffusion_models"):
         loaders.checkpoint_path("../outside.pth")
+    shared = tmp_path / "shared_disk"
+    shared.mkdir()
+    (shared / "linked.pth").write_bytes(b"x")
+    (folder / "linked.pth").symlink_to(shared / "linked.pth")  # models kept elsewhere and linked in, as artists do
+    assert loaders.checkpoint_path("linked.pth") == str(folder / "linked.pth")
 
 
 NODE_CASES = [
