@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from .hooks import NO_HOOKS, ForwardHooks
 
-__all__ = ["FrameSplit", "check_ranks", "frame_shares", "sequence_parallel_forward"]
+__all__ = ["FrameSplit", "FrameSplitDiT", "check_ranks", "frame_shares", "sequence_parallel_forward"]
 
 
 def frame_shares(frames: int, ranks: int) -> list[tuple[int, int]]:
@@ -41,15 +41,16 @@ def frame_shares(frames: int, ranks: int) -> list[tuple[int, int]]:
     return shares
 
 
-def check_ranks(heads: int, frames: int, ranks: int) -> None:
-    """Raise ValueError unless ``ranks`` can split a forward of ``frames`` latent frames with ``heads`` heads."""
+def check_ranks(heads: int, frames: int | None, ranks: int) -> None:
+    """Raise ValueError unless ``ranks`` can split a forward of ``frames`` latent frames (None: any window) with
+    ``heads`` heads."""
     if heads % ranks:
         divisors = [n for n in range(2, heads + 1) if heads % n == 0]
         raise ValueError(
             f"sequence parallelism over {ranks} ranks needs the head count to be divisible by {ranks}, but the model "
             f"has {heads} heads: use {', '.join(map(str, divisors))} ranks (the self-attention splits its heads)"
         )
-    if frames < ranks:
+    if frames is not None and frames < ranks:
         raise ValueError(
             f"sequence parallelism splits whole latent frames, but this window has {frames} latent frames for "
             f"{ranks} ranks: use at most {frames} ranks, or a longer window"
@@ -156,3 +157,24 @@ def sequence_parallel_forward(
     check_ranks(model.config.num_heads, frames, ranks)
     split = FrameSplit(model.config.num_heads, len(model.blocks), group, hooks)
     return model(x, t, hooks=split, **inputs)
+
+
+class FrameSplitDiT(torch.nn.Module):
+    """An ``AnyTalkerDiT`` whose every call runs split over the ranks of ``group`` (:func:`sequence_parallel_forward`):
+    the sampler calls it as it calls the DiT, on every rank with the same inputs, and gets the same prediction."""
+
+    def __init__(self, dit: torch.nn.Module, group: Any = None):
+        super().__init__()
+        check_ranks(dit.config.num_heads, None, dist.get_world_size(group))
+        self.dit, self.group = dit, group
+
+    @property
+    def config(self) -> Any:
+        return self.dit.config
+
+    def context_cache(self, max_bytes: int) -> Any:
+        """The DiT's per-run context cache (``AnyTalkerDiT.context_cache``): each rank keeps its own."""
+        return self.dit.context_cache(max_bytes)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        return sequence_parallel_forward(self.dit, x, t, group=self.group, **inputs)
