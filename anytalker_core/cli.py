@@ -15,12 +15,18 @@ with problems, 130 when cancelled with Ctrl-C (no partial file is left behind).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import math
+import os
+import random
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -299,6 +305,56 @@ def _conversation(seconds: float) -> tuple[list, int]:
     return [(t[None], SAMPLE_RATE) for t in tracks], frames
 
 
+@contextlib.contextmanager
+def _frame_split(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
+    """``--sp N``: this process is one of N started together (``torchrun --nproc-per-node N``). Yields a function that
+    splits the models' DiT over the N processes by latent frames (``model/parallel.py``); every process renders the
+    same clip with the same seed, only the first writes the files. Without ``--sp`` the models stay as they are."""
+    if args.sp == 1:
+        yield lambda models: models
+        return
+    import torch.distributed as dist
+
+    from .model.parallel import FrameSplitDiT
+
+    joined = not dist.is_initialized()
+    if joined:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != args.sp:
+            raise ValueError(
+                f"--sp {args.sp} splits every model call over {args.sp} processes started together, but this run has "
+                f"{world}: start it with torchrun --nproc-per-node {args.sp} -m anytalker_core {args.command} ... "
+                f"--sp {args.sp}"
+            )
+        cuda = str(getattr(args, "device", None) or "cpu").startswith("cuda")
+        if cuda:  # one GPU per process
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(args.device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        if dist.get_world_size() != args.sp:
+            raise ValueError(f"--sp {args.sp}, but {dist.get_world_size()} processes joined: use the same number")
+        rank = dist.get_rank()
+        if getattr(args, "seed", 0) is None:  # one random seed for all
+            seed = [random.randint(0, 2**31 - 1)]
+            dist.broadcast_object_list(seed, src=0)
+            args.seed = seed[0]
+        with tempfile.TemporaryDirectory(prefix="anytalker_sp_") as scratch:
+            if rank:  # the others render into a scratch folder and print nothing
+                args.out, args.overwrite = str(Path(scratch) / Path(args.out).name), True
+            with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+                yield lambda models: dataclasses.replace(models, dit=FrameSplitDiT(models.dit))
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _sp_option(parser: Any) -> None:
+    parser.add_argument("--sp", type=int, default=1, metavar="N",
+                        help="split every model call by latent frames over N processes (GPUs) started with "
+                        "torchrun --nproc-per-node N; N must divide the model's heads (1.3B: 2, 3, 4, 6)")  # fmt: skip
+
+
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
@@ -314,10 +370,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.seconds is not None:
         audio, frames = _conversation(args.seconds)
         options = {"mode": "pad", "num_frames": frames}
-    return _run(
-        args, models, demo.IMAGE, audio, demo.PROMPT, max_area=demo.MAX_AREA, steps=args.steps, seed=args.seed,
-        device="cpu", **options,
-    )  # fmt: skip
+    with _frame_split(args) as split:
+        return _run(
+            args, split(models), demo.IMAGE, audio, demo.PROMPT, max_area=demo.MAX_AREA, steps=args.steps,
+            seed=args.seed, device="cpu", **options,
+        )  # fmt: skip
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -329,14 +386,14 @@ def _generate(args: argparse.Namespace) -> int:
         args.dit, args.wav2vec2, args.text_encoder, args.image_encoder, args.vae, tokenizer=args.tokenizer,
         dit_config=args.dit_config, dtype=DTYPES[args.dtype or ("fp32" if args.device == "cpu" else "bf16")],
     )  # fmt: skip
-    return _run(
-        args, models, inputs["picture"], inputs["audio"], args.prompt, negative_prompt=args.negative_prompt,
-        faces=inputs["faces"], order=args.order, mode=args.mode, offsets=inputs["offsets"], num_frames=args.frames,
-        max_area=args.max_area or MAX_AREA, size=inputs["size"], steps=args.steps, guidance=args.guidance,
-        audio_guidance=args.audio_guidance, shift=args.shift, solver=args.solver, seed=args.seed, device=args.device,
-        offload=not args.no_offload,
-        face_backend=args.face_backend,
-    )  # fmt: skip
+    with _frame_split(args) as split:
+        return _run(
+            args, split(models), inputs["picture"], inputs["audio"], args.prompt, negative_prompt=args.negative_prompt,
+            faces=inputs["faces"], order=args.order, mode=args.mode, offsets=inputs["offsets"], num_frames=args.frames,
+            max_area=args.max_area or MAX_AREA, size=inputs["size"], steps=args.steps, guidance=args.guidance,
+            audio_guidance=args.audio_guidance, shift=args.shift, solver=args.solver, seed=args.seed,
+            device=args.device, offload=not args.no_offload, face_backend=args.face_backend,
+        )  # fmt: skip
 
 
 def _check_generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -411,6 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="render this many seconds (rounded up to whole "
                       "4n+1 frames) of the two voices taking turns, window by window (default: the 1.7 s clip)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _sp_option(demo)
     _window_options(demo)
 
     gen = commands.add_parser("generate", help="make a talking video with real weights")
@@ -464,6 +522,7 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                         help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")
     device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+    _sp_option(device)
 
     _batch_parser(commands)
 

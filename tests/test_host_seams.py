@@ -209,3 +209,22 @@ def test_the_context_cache_and_a_deep_copy_on_another_device_give_the_same_predi
     moved = {k: v.to("cpu") for k, v in kwargs.items()}
     assert torch.equal(call(twin, args, moved, {}), plain)
     assert twin._context_cache is None
+
+
+def test_cond_and_uncond_split_over_devices_predict_as_one_batch(host_model):
+    """The host's CFG split (MultiGPU work units) runs the positive on one device and the negative on another,
+    each with its own ``anytalker_*`` conditioning (the negative's voices are zero): the same numbers as the one
+    batch of two on one device (``tests/tools/host_cfg_split.py`` runs the host's own scheduler)."""
+    _, model, _ = host_model
+    _, args, kwargs = host_inputs(model.config)
+    x, t, text = args
+    negative = dict(kwargs, anytalker_audio=torch.zeros_like(kwargs["anytalker_audio"]))
+    negative_text = torch.randn(text.shape, generator=torch.Generator().manual_seed(1))
+    pair = {k: torch.cat([kwargs[k], negative[k]]) for k in kwargs}
+    batched = call(model, (x.repeat(2, 1, 1, 1, 1), t.repeat(2), torch.cat([text, negative_text])), pair, {})
+    twin = copy.deepcopy(model)  # the other device's fresh copy
+    cond = call(model, args, kwargs, {})
+    uncond = call(twin, (x, t, negative_text), negative, {})
+    assert (batched[:1] - cond).abs().max() <= 1e-5
+    assert (batched[1:] - uncond).abs().max() <= 1e-5
+    assert not torch.allclose(cond, uncond, atol=1e-3)  # the voices matter: a swap would show

@@ -26,6 +26,9 @@ class Context:
     dtype: torch.dtype  # compute dtype of linear layers and attention
     hooks: ForwardHooks = NO_HOOKS  # where a host steps in (block runs, patch points)
     cache: CacheEntry | None = None  # this conditioning's entry of the run's context cache, if one is open
+    # the video tokens' first latent frame in the whole clip (not 0 on a rank of a frame split, ``parallel``)
+    first_frame: int = 0
+    self_attention: Callable[..., torch.Tensor] | None = None  # the self-attention's own function; None: attention
 
     def keys_values(self, module: torch.nn.Module, compute: Callable[[], Any]) -> Any:
         """``module``'s keys and values of the context: ``compute()``, reused for the whole run when cached."""

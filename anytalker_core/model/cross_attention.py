@@ -96,8 +96,9 @@ class AFCrossAttention(CrossAttention):
             kv = ctx.keys_values((self, i), lambda: self.identity_keys_values(face, audio))
             face_k, face_v, audio_k, audio_v = kv
             routed = af_identity_attention(
-                q, face_k, face_v, audio_k, audio_v, box, ctx.grid, self.heads, self.audio_tokens, ctx.attention
-            )
+                q, face_k, face_v, audio_k, audio_v, box, ctx.grid, self.heads, self.audio_tokens, ctx.attention,
+                first_frame=ctx.first_frame,
+            )  # fmt: skip
             add_masked(out, routed, mask, ctx.grid, box)
         return out
 

@@ -58,7 +58,8 @@ class SelfAttention(nn.Module):
         k = apply_rope(self.norm_k(self.k(h)).view(b, seq, self.heads, -1), ctx.rope)
         v = self.v(h)
         del h  # free the modulated input before the attention's own buffers
-        out = ctx.attention(q.view(b, seq, d), k.view(b, seq, d), v, self.heads)
+        attention = ctx.self_attention or ctx.attention
+        out = attention(q.view(b, seq, d), k.view(b, seq, d), v, self.heads)
         out = ctx.hooks.patch("self_attention", out, q=q, k=k)
         del q, k, v
         return self.o(out)
@@ -122,7 +123,8 @@ class LegacyBlock(Block):
         super().attend_context(x, ctx)
         if ctx.identities is not None:
             q = self.audio_cross_attn.query(self.norm_x(x.to(ctx.dtype)))
-            x.add_(self.audio_cross_attn(q, ctx.identities, ctx.grid, ctx.attention, ctx.keys_values))
+            out = self.audio_cross_attn(q, ctx.identities, ctx.grid, ctx.attention, ctx.keys_values, ctx.first_frame)
+            x.add_(out)
 
 
 class Head(nn.Module):

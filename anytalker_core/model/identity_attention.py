@@ -114,21 +114,28 @@ def af_identity_attention(
     heads: int,
     tokens_per_frame: int,
     attention: Callable[..., torch.Tensor],
+    first_frame: int = 0,
 ) -> torch.Tensor:
     """One identity's audio+face attention for the queries inside its box (``af``).
 
-    q: [B, T*h*w, D]; face_k/v: [B, 257, D]; audio_k/v: [B, F*32, D] with F = 4(T-1)+1.
-    Returns [B, T, rows*cols, D] (not yet masked).
+    q: [B, T'*h*w, D], the T' latent frames from ``first_frame`` on (T' = grid[0]; all of them unless the frames
+    are split over ranks); face_k/v: [B, 257, D]; audio_k/v: [B, F*32, D], the whole clip's audio, F = 4(T-1)+1.
+    Returns [B, T', rows*cols, D] (not yet masked).
     """
     t = grid[0]
     b, d = q.shape[0], q.shape[-1]
-    q = crop_queries(q, grid, box)  # [B, T, S, D]
-    # latent frame 0 sees every video frame's audio
-    parts = [frame_blocked_attention(q[:, :1], face_k, face_v, audio_k[:, None], audio_v[:, None], heads, attention)]
-    if t > 1:  # latent frame j >= 1 sees video frames 4(j-1)+1 .. 4j
-        later_k = audio_k[:, tokens_per_frame:].reshape(b, t - 1, -1, d)
-        later_v = audio_v[:, tokens_per_frame:].reshape(b, t - 1, -1, d)
-        parts.append(frame_blocked_attention(q[:, 1:], face_k, face_v, later_k, later_v, heads, attention))
+    q = crop_queries(q, grid, box)  # [B, T', S, D]
+    parts = []
+    if first_frame == 0:  # latent frame 0 sees every video frame's audio
+        parts.append(frame_blocked_attention(q[:, :1], face_k, face_v, audio_k[:, None], audio_v[:, None], heads,
+                                             attention))  # fmt: skip
+    later = 1 if first_frame == 0 else 0  # the first local frame >= 1
+    if t > later:  # latent frame j >= 1 sees video frames 4(j-1)+1 .. 4j
+        start = tokens_per_frame * (1 + 4 * (first_frame + later - 1))
+        span = slice(start, start + 4 * tokens_per_frame * (t - later))
+        later_k = audio_k[:, span].reshape(b, t - later, -1, d)
+        later_v = audio_v[:, span].reshape(b, t - later, -1, d)
+        parts.append(frame_blocked_attention(q[:, later:], face_k, face_v, later_k, later_v, heads, attention))
     return torch.cat(parts, dim=1)
 
 
@@ -160,8 +167,10 @@ class LegacyAudioAttention(nn.Module):
         grid: tuple[int, int, int],
         attention: Callable[..., torch.Tensor],
         keys_values: KeysValues | None = None,
+        first_frame: int = 0,
     ) -> torch.Tensor:
-        """q: [B, T*h*w, D] from ``query``; ids: the projected identities -> [B, T*h*w, D].
+        """q: [B, T'*h*w, D] from ``query``, the T' = grid[0] latent frames from ``first_frame`` on; ids: the
+        projected identities (masks of those frames, audio of the whole clip) -> [B, T'*h*w, D].
 
         ``keys_values(key, compute)``: the forward's ``Context.keys_values`` (reuses each identity's keys and
         values for a run when a context cache is open); None computes them here.
@@ -176,6 +185,8 @@ class LegacyAudioAttention(nn.Module):
                 return self.k_face(face), self.v_face(face), *self.kv_linear(audio).chunk(2, dim=-1)
 
             face_k, face_v, audio_k, audio_v = compute() if keys_values is None else keys_values((self, i), compute)
+            frames = slice(first_frame, first_frame + grid[0])  # [B, T', 32, D]: the frames of q
+            audio_k, audio_v = audio_k[:, frames], audio_v[:, frames]
             q_box = crop_queries(q, grid, box)  # [B, T, rows*cols, D]
             routed = frame_blocked_attention(q_box, face_k, face_v, audio_k, audio_v, self.heads, attention)
             add_masked(acc, routed, mask, grid, box)
