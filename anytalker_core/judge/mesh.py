@@ -41,6 +41,8 @@ from .video import JudgeError
 MESH_FILE = Path(__file__).resolve().parent / "face_models" / "face_landmark.tflite"
 MESH_INPUT = 192  # the model's crop side, pixels
 MESH_POINTS = 468
+# The model's two outputs by name (the same in OpenCV 4 and in OpenCV 5's classic engine).
+POINTS_OUTPUT, FACE_FLAG_OUTPUT = "conv2d_21", "conv2d_31"  # [1, 1404, 1, 1] (x, y, z per point), [1, 1, 1, 1]
 CROP_SCALE = 1.5  # crop side / detector box side (MediaPipe's ROI scale)
 UPPER_LIP, LOWER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
 EYE_BROW = (
@@ -69,6 +71,8 @@ def _network() -> Any:
     if not hasattr(cv2.dnn, "readNetFromTFLite"):
         raise MeshError(f"OpenCV {cv2.__version__} cannot read TFLite models (cv2.dnn.readNetFromTFLite, OpenCV "
                         '4.8 or newer); pip install "opencv-python-headless>=4.8,<6"')  # fmt: skip
+    if hasattr(cv2.dnn, "ENGINE_CLASSIC"):  # OpenCV 5: its new engine gives this model only one of its two outputs
+        return cv2.dnn.readNetFromTFLite(str(MESH_FILE), engine=cv2.dnn.ENGINE_CLASSIC)
     return cv2.dnn.readNetFromTFLite(str(MESH_FILE))
 
 
@@ -102,9 +106,9 @@ def face_mesh(
     with _LOCK:
         net = _network()
         net.setInput(blob)
-        outputs = net.forward(net.getUnconnectedOutLayersNames())
-    points = next(o for o in outputs if o.size == MESH_POINTS * 3).reshape(MESH_POINTS, 3)[:, :2]
-    score = float(next(o for o in outputs if o.size == 1).reshape(()))
+        raw_points, flag = net.forward([POINTS_OUTPUT, FACE_FLAG_OUTPUT])
+    points = raw_points.reshape(MESH_POINTS, 3)[:, :2]
+    score = float(flag.reshape(()))
     back = cv2.invertAffineTransform(forward)
     image_points = points.astype(np.float64) @ back[:, :2].T + back[:, 2]
     return image_points.astype(np.float32), score
