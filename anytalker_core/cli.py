@@ -396,14 +396,8 @@ def _generate(args: argparse.Namespace) -> int:
         )  # fmt: skip
 
 
-def _check_generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Every input that can be checked cheaply, before any weight loads; each failure names its flag."""
-    from .images import read_image
-    from .people.audio import load_audio
-    from .people.faces import detect_faces
-    from .people.routing import parse_order
-
-    _check_device(args.device)
+def _check_render_flags(args: argparse.Namespace) -> None:
+    """The sampling, size and timeline flags ``generate`` and ``batch`` share; each failure names its flag."""
     _check_number(args.steps, "--steps", 1)
     _check_number(args.shift, "--shift", 0, inclusive=False)
     _check_number(args.guidance, "--guidance", 0)
@@ -412,6 +406,17 @@ def _check_generate(args: argparse.Namespace) -> dict[str, Any]:
     if args.frames is not None:
         timeline.check_frames(args.frames, "--frames")
     _check_windows(args)
+
+
+def _check_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Every input that can be checked cheaply, before any weight loads; each failure names its flag."""
+    from .images import read_image
+    from .people.audio import load_audio
+    from .people.faces import detect_faces
+    from .people.routing import parse_order
+
+    _check_device(args.device)
+    _check_render_flags(args)
     size = _parse_size(args.size)
     audio = [None if a.lower() in ("none", "-", "listener") else a for a in args.audio]
     offsets = _parse_offsets(args.offsets, len(audio))
@@ -617,16 +622,9 @@ def _batch_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from .batch import ModelSpec
     from .pipeline import MAX_AREA
 
-    _check_number(args.steps, "--steps", 1)
-    _check_number(args.shift, "--shift", 0, inclusive=False)
-    _check_number(args.guidance, "--guidance", 0)
-    _check_number(args.audio_guidance, "--audio-guidance", 0)
-    _check_number(args.max_area, "--max-area", 1)
+    _check_render_flags(args)
     _check_number(args.workers, "--workers", 1)
     _check_number(args.cpus_per_worker, "--cpus-per-worker", 1)
-    if args.frames is not None:
-        timeline.check_frames(args.frames, "--frames")
-    _check_windows(args)
     if args.demo_models:
         spec = ModelSpec(demo_seed=0)
     else:

@@ -14,8 +14,6 @@ own (the voices it got are the ones encoded for that cond), and both predictions
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -25,21 +23,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--comfy", type=Path, required=True)
     comfy_dir = parser.parse_args().comfy
-    sys.path.insert(0, str(comfy_dir))
-    sys.argv = [sys.argv[0], "--cpu"]
-    import comfy.options
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from host_seams import load_smoke_model
 
-    comfy.options.enable_args_parsing()
+    patcher = load_smoke_model(comfy_dir, "AnyTalker_cfg")
     import comfy.multigpu
     import comfy.samplers
     import torch
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("AnyTalker_cfg", repo / "__init__.py",
-                                                  submodule_search_locations=[str(repo)])  # fmt: skip
-    sys.modules["AnyTalker_cfg"] = importlib.util.module_from_spec(spec)
-    nodes_model = importlib.import_module("AnyTalker_cfg.nodes.model")
-    patcher = nodes_model.load_model(str(comfy_dir / "models" / "anytalker" / "anytalker_smoke.safetensors"))
     other = torch.device("cpu", 0)
     clone = patcher.deepclone_multigpu(new_load_device=other)
     cfg = patcher.model.diffusion_model.config

@@ -213,12 +213,11 @@ def run(url: str, compile_model: bool) -> int:
     return 1 if problems else 0
 
 
-def inproc(comfy_dir: Path) -> int:
+def load_smoke_model(comfy_dir: Path, alias: str):
+    """In this process: the host's ``comfy`` on the CPU, the pack imported as ``alias`` (as the host loads a
+    custom node folder), and the smoke checkpoint through our Model Loader; returns the ModelPatcher."""
     import importlib
     import importlib.util
-
-    import torch
-    import torch._dynamo as dynamo
 
     sys.path.insert(0, str(comfy_dir))
     sys.argv = [sys.argv[0], "--cpu"]
@@ -226,11 +225,19 @@ def inproc(comfy_dir: Path) -> int:
 
     comfy.options.enable_args_parsing()
     repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("AnyTalker_seams", repo / "__init__.py",
+    spec = importlib.util.spec_from_file_location(alias, repo / "__init__.py",
                                                   submodule_search_locations=[str(repo)])  # fmt: skip
-    sys.modules["AnyTalker_seams"] = importlib.util.module_from_spec(spec)
-    nodes_model = importlib.import_module("AnyTalker_seams.nodes.model")
-    patcher = nodes_model.load_model(str(comfy_dir / "models" / "anytalker" / "anytalker_smoke.safetensors"))
+    sys.modules[alias] = importlib.util.module_from_spec(spec)
+    nodes_model = importlib.import_module(f"{alias}.nodes.model")
+    return nodes_model.load_model(str(comfy_dir / "models" / "anytalker" / "anytalker_smoke.safetensors"))
+
+
+def inproc(comfy_dir: Path) -> int:
+
+    import torch
+    import torch._dynamo as dynamo
+
+    patcher = load_smoke_model(comfy_dir, "AnyTalker_seams")
     cfg = patcher.model.diffusion_model.config
     g = torch.Generator().manual_seed(0)
     frames, h, w, people = 3, 8, 12, 2
