@@ -1,7 +1,8 @@
 """ComfyUI nodes of the AnyTalker pack: thin V3 adapters over ``anytalker_core``.
 
-``NODE_LIST`` holds the node classes that the top-level ``comfy_entrypoint`` registers. Importing this package
-needs the host's ``comfy_api``; everything else of the host is imported inside the nodes.
+``NODE_LIST`` holds the node classes that the top-level ``comfy_entrypoint`` registers (AnyTalker Ray Model
+Loader only where Raylight is installed). Importing this package needs the host's ``comfy_api``; everything else
+of the host is imported inside the nodes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .judge import AnyTalkerEvaluate
 from .loaders import AnyTalkerModelLoader
 from .long import AnyTalkerColorMatch, AnyTalkerExtend, AnyTalkerLongVideo
 from .people import AnyTalkerFaceDetect, AnyTalkerIdentity, AnyTalkerVoice
+from .raylight import AnyTalkerRayModelLoader, raylight_installed
 from .sampling import AnyTalkerSampler, AnyTalkerSamplerSelect, AnyTalkerScheduler
 
 NODE_LIST: list[type] = [
@@ -27,6 +29,8 @@ NODE_LIST: list[type] = [
     AnyTalkerLongVideo,
     AnyTalkerEvaluate,
 ]
+if raylight_installed():
+    NODE_LIST.insert(1, AnyTalkerRayModelLoader)
 
 
 def register_model_folder() -> None:

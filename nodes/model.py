@@ -32,6 +32,7 @@ from ..anytalker_core.encoders.vae import normalize_latent
 from ..anytalker_core.model.config import AnyTalkerConfig
 from ..anytalker_core.model.dit import AnyTalkerDiT
 from ..anytalker_core.model.hooks import ForwardHooks
+from ..anytalker_core.model.parallel import FrameSplit
 
 log = logging.getLogger("AnyTalker")
 
@@ -124,7 +125,14 @@ def _text_rows(context: torch.Tensor, text_len: int) -> torch.Tensor:
 
 
 class HostDiT(AnyTalkerDiT):
-    """``AnyTalkerDiT`` with the host's Wan call signature (see the module docstring)."""
+    """``AnyTalkerDiT`` with the host's Wan call signature (see the module docstring).
+
+    ``sequence_group``: a ``torch.distributed`` process group whose ranks run every forward together, each on
+    its own latent frames (``anytalker_core/model/parallel.py``, the host's hooks inside); set by Raylight's
+    sequence-parallel inject (``nodes/raylight.py``). None: the whole clip in this process.
+    """
+
+    sequence_group: Any = None
 
     def forward(  # type: ignore[override]
         self,
@@ -177,7 +185,9 @@ class HostDiT(AnyTalkerDiT):
                 faces=list(anytalker_faces.unbind(1)),
                 masks=list(anytalker_masks.unbind(1)),
             )
-        hooks = HostHooks(transformer_options, x, self.config.num_heads, len(self.blocks))
+        hooks: ForwardHooks = HostHooks(transformer_options, x, self.config.num_heads, len(self.blocks))
+        if self.sequence_group is not None:
+            hooks = FrameSplit(self.config.num_heads, len(self.blocks), self.sequence_group, inner=hooks)
         return super().forward(
             x[:, :latent_channels], timestep, text=_text_rows(context, self.config.text_len), clip=clip_fea,
             y=x[:, latent_channels:], hooks=hooks, **identities,
