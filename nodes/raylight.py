@@ -43,7 +43,10 @@ PACKAGE = __name__.rsplit(".", 2)[0]  # the name the host imported the pack unde
 
 def raylight_installed() -> bool:
     """Raylight importable, or its folder among the host's custom nodes (the host may load it after us)."""
-    if "raylight" in sys.modules or importlib.util.find_spec("raylight") is not None:
+    if "raylight" in sys.modules:
+        return True
+    spec = importlib.util.find_spec("raylight")
+    if spec is not None and spec.origin is not None:  # a package, not any folder of that name on the path
         return True
     try:
         import folder_paths
