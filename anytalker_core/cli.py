@@ -3,7 +3,8 @@
 - ``demo``: the whole pipeline on tiny built-in models and shipped inputs; writes an mp4 and the face binding PNG.
 - ``generate``: a talking video from a picture, one audio track per person and a prompt, with real weights.
 - ``batch JOBS.json``: every job of a reference-style job file, models loaded once per worker, resumable; on
-  local processes (``--workers``, ``--devices``) or a Ray cluster (``--ray``). Exit 1 when a job failed.
+  local processes (``--workers``, ``--devices``), a Ray cluster (``--ray``), or each clip on the N processes
+  ``torchrun`` started (``--sp N``). Exit 1 when a job failed.
 - ``inspect CHECKPOINT``: what an AnyTalker checkpoint holds and whether it loads.
 - ``evaluate VIDEO --audio A --audio B``: judge a finished video: which voice drives which face, listener motion;
   prints a table, writes a plot (PNG) and the report (JSON).
