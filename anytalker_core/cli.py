@@ -3,7 +3,8 @@
 - ``demo``: the whole pipeline on tiny built-in models and shipped inputs; writes an mp4 and the face binding PNG.
 - ``generate``: a talking video from a picture, one audio track per person and a prompt, with real weights.
 - ``batch JOBS.json``: every job of a reference-style job file, models loaded once per worker, resumable; on
-  local processes (``--workers``, ``--devices``) or a Ray cluster (``--ray``). Exit 1 when a job failed.
+  local processes (``--workers``, ``--devices``), a Ray cluster (``--ray``), or each clip on the N processes
+  ``torchrun`` started (``--sp N``). Exit 1 when a job failed.
 - ``inspect CHECKPOINT``: what an AnyTalker checkpoint holds and whether it loads.
 - ``evaluate VIDEO --audio A --audio B``: judge a finished video: which voice drives which face, listener motion;
   prints a table, writes a plot (PNG) and the report (JSON).
@@ -306,17 +307,14 @@ def _conversation(seconds: float) -> tuple[list, int]:
 
 
 @contextlib.contextmanager
-def _frame_split(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
-    """``--sp N``: this process is one of N started together (``torchrun --nproc-per-node N``). Yields a function that
-    splits the models' DiT over the N processes by latent frames (``model/parallel.py``); every process renders the
-    same clip with the same seed, only the first writes the files. Without ``--sp`` the models stay as they are."""
-    if args.sp == 1:
-        yield lambda models: models
-        return
+def _ranks(args: argparse.Namespace) -> Iterator[int]:
+    """``--sp N``: this process is one of N started together (``torchrun --nproc-per-node N``). Joins their process
+    group (unless this process already did; NCCL with one GPU per process, ``cuda:LOCAL_RANK``, else gloo), checks
+    that N joined, yields this process's rank, and leaves the group it joined at the end."""
     import torch.distributed as dist
 
-    from .model.parallel import FrameSplitDiT
-
+    if args.sp < 1:
+        raise ValueError(f"--sp is {args.sp}; expected a number of processes >= 1")
     joined = not dist.is_initialized()
     if joined:
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -334,7 +332,25 @@ def _frame_split(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
     try:
         if dist.get_world_size() != args.sp:
             raise ValueError(f"--sp {args.sp}, but {dist.get_world_size()} processes joined: use the same number")
-        rank = dist.get_rank()
+        yield dist.get_rank()
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _frame_split(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
+    """``--sp N`` for one clip (``demo``, ``generate``): yields a function that splits the models' DiT over the N
+    processes (:func:`_ranks`) by latent frames (``model/parallel.py``); every process renders the same clip with the
+    same seed, only the first writes the files. Without ``--sp`` the models stay as they are."""
+    if args.sp == 1:
+        yield lambda models: models
+        return
+    import torch.distributed as dist
+
+    from .model.parallel import FrameSplitDiT
+
+    with _ranks(args) as rank:
         if getattr(args, "seed", 0) is None:  # one random seed for all
             seed = [random.randint(0, 2**31 - 1)]
             dist.broadcast_object_list(seed, src=0)
@@ -344,15 +360,13 @@ def _frame_split(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
                 args.out, args.overwrite = str(Path(scratch) / Path(args.out).name), True
             with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
                 yield lambda models: dataclasses.replace(models, dit=FrameSplitDiT(models.dit))
-    finally:
-        if joined:
-            dist.destroy_process_group()
 
 
-def _sp_option(parser: Any) -> None:
+def _sp_option(parser: Any, more: str = "") -> None:
     parser.add_argument("--sp", type=int, default=1, metavar="N",
                         help="split every model call by latent frames over N processes (GPUs) started with "
-                        "torchrun --nproc-per-node N; N must divide the model's heads (1.3B: 2, 3, 4, 6)")  # fmt: skip
+                        "torchrun --nproc-per-node N; N must divide the model's heads (1.3B: 2, 3, 4, 6)"
+                        + more)  # fmt: skip
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -613,6 +627,12 @@ def _batch_parser(commands: Any) -> None:
         help="run the workers as Ray actors: on a local cluster (no ADDRESS), the cluster this "
         "machine joined ('auto') or at HOST:PORT (needs: pip install ray)",
     )
+    _sp_option(
+        workers,
+        ". Every clip in turn on all N processes, e.g. torchrun --nproc-per-node 2 -m anytalker_core batch "
+        "jobs.json ... --sp 2; the first process writes the videos and the report. Not with --ray, --devices or "
+        "--workers",
+    )
 
 
 def _batch_setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -668,13 +688,36 @@ def _batch_devices(args: argparse.Namespace) -> list[str]:
     return [args.device] * (args.workers or 1)
 
 
+def _check_batch_sp(args: argparse.Namespace) -> None:
+    """``batch --sp N`` renders one clip at a time on the N processes torchrun started: the flags that choose other
+    workers cannot go with it."""
+    n = args.sp
+    if args.ray is not None:
+        raise ValueError(f"--sp {n} renders each clip on the {n} processes torchrun started, --ray spreads whole clips "
+                         "over Ray actors: use one of them (--ray for many clips, --sp for clips too slow or too big "
+                         "for one GPU)")  # fmt: skip
+    if args.devices:
+        raise ValueError(f"--devices gives each local worker its own GPU, but with --sp {n} each of the {n} "
+                         "processes takes the GPU of its LOCAL_RANK: drop --devices (choose the GPUs with "
+                         "CUDA_VISIBLE_DEVICES)")  # fmt: skip
+    if args.workers not in (None, 1):
+        raise ValueError(f"--workers {args.workers} renders several clips at once, but with --sp {n} every clip uses "
+                         f"all {n} processes: drop --workers")  # fmt: skip
+
+
 def _batch_pool(args: argparse.Namespace, spec: Any) -> Any:
-    """A function that makes the workers: Ray actors, local processes, or this process."""
+    """A function that makes the workers: Ray actors, local processes, this process, or (``--sp N``) this process
+    leading the other ranks."""
     import os
 
     from .batch import InProcess, Processes
 
     offload, overwrite = not args.no_offload, args.overwrite
+    if args.sp != 1:
+        from .batch.ranks import LeadingPool
+
+        _check_device(args.device)
+        return lambda: LeadingPool(spec, args.device, offload=offload, overwrite=overwrite, cpus=args.cpus_per_worker)
     if args.ray is not None:
         if args.devices:
             raise ValueError("--devices is for workers on this machine; with --ray, Ray gives each actor its own GPU")
@@ -692,17 +735,37 @@ def _batch_pool(args: argparse.Namespace, spec: Any) -> Any:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import BatchError, run_batch
-
+    """The batch; with ``--sp N`` on each of the N processes: rank 0 runs it, the others follow (``batch/ranks.py``)."""
+    if args.sp != 1:
+        _check_batch_sp(args)
     if args.ray is None and args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     spec, defaults = _batch_setup(args)
+    if args.sp == 1:
+        return _batch_run(args, spec, defaults)
+    from .batch.ranks import follow, lead
+
+    with _ranks(args) as rank:
+        if rank:  # render what rank 0 sends, into a scratch folder; print nothing
+            _check_device(args.device)
+            with contextlib.redirect_stdout(io.StringIO()):
+                follow(spec, args.device, offload=not args.no_offload, cpus=args.cpus_per_worker)
+            return 0
+        return _batch_run(args, spec, defaults, lead)
+
+
+def _batch_run(args: argparse.Namespace, spec: Any, defaults: dict[str, Any],
+               around: Callable[[], Any] = contextlib.nullcontext) -> int:  # fmt: skip
+    """Run the batch here (rank 0 with ``--sp``), inside ``around()``; print the summary; the exit code."""
+    from .batch import BatchError, run_batch
+
     make_pool = _batch_pool(args, spec)
     if args.seed is None:
         print(f"seed {defaults['seed']} for every job without its own (pass --seed to choose)", file=sys.stderr)
     try:
-        report = run_batch(args.jobs, args.out, make_pool, defaults=defaults, overwrite=args.overwrite,
-                           face_backend=args.face_backend)  # fmt: skip
+        with around():
+            report = run_batch(args.jobs, args.out, make_pool, defaults=defaults, overwrite=args.overwrite,
+                               face_backend=args.face_backend)  # fmt: skip
     except BatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ Ray cluster (``python -m anytalker_core batch``).
 - :mod:`.worker`: what a worker does (load the models once, render job after job, atomically);
 - :mod:`.pools`: workers in this process or in local processes (one per device); :mod:`.cluster`: Ray actors;
 - :mod:`.run`: the queue, the retries, the progress display and the report.
+- :mod:`.ranks`: one batch on the processes ``torchrun`` started, each clip split over all of them (``--sp N``).
 """
 
 from .jobs import BatchJob, JobFileError, output_name, read_jobs, validate_job

@@ -43,13 +43,16 @@ class InProcess:
         if cpus is not None:
             worker_threads(cpus)
         self.device, self.offload, self.overwrite = device, offload, overwrite
+        self.job: BatchJob | None = None
+        self.on_step = None  # the scheduler's display, for live steps while the job runs here
+        self.models = self.load(spec, device)
+
+    def load(self, spec: ModelSpec, device: str) -> Any:
+        """The worker's models; raises :class:`BatchError` when they do not load."""
         try:
-            self.models = spec.load(device)
+            return spec.load(device)
         except (ValueError, OSError) as err:
             raise BatchError(f"the models did not load: {one_line(err)}") from None
-        self.job: BatchJob | None = None
-        self.steps: list[tuple[int, int, int]] = []
-        self.on_step = None  # the scheduler's display, for live steps while the job runs here
 
     def submit(self, worker: int, job: BatchJob) -> None:
         self.job = job
@@ -64,7 +67,7 @@ class InProcess:
                 self.on_step(0, i, total)
 
         result = render_job(self.models, job, device=self.device, offload=self.offload, overwrite=self.overwrite,
-                            on_step=step)  # fmt: skip
+                            on_step=step, worker=self.names[0])  # fmt: skip
         return [(0, result)]
 
     def progress(self) -> list[tuple[int, int, int]]:
