@@ -25,7 +25,7 @@ from .encoders.text import UMT5TextEncoder
 from .encoders.vae import WanVideoVAE
 from .model.config import AnyTalkerConfig
 from .model.dit import AnyTalkerDiT
-from .people.audio import AudioEncoder
+from .people.audio_features import AudioEncoder
 from .pipeline.models import Models
 
 ASSETS = Path(__file__).parent / "demo_assets"

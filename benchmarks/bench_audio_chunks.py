@@ -26,13 +26,8 @@ EXAMPLES = REPO.parent / "shared" / "examples"
 def main() -> int:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from anytalker_core.people.audio import (
-        AudioEncoder,
-        frame_count,
-        load_audio,
-        load_audio_encoder,
-        normalize_waveform,
-    )
+    from anytalker_core.people.audio import frame_count, load_audio, normalize_waveform
+    from anytalker_core.people.audio_features import AudioEncoder, load_audio_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=150.0)

@@ -41,7 +41,8 @@ def child(seconds: float, mode: str) -> None:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from anytalker_core.people.audio import CHUNK_FRAMES, load_audio, load_audio_encoder
+    from anytalker_core.people.audio import load_audio
+    from anytalker_core.people.audio_features import CHUNK_FRAMES, load_audio_encoder
     from anytalker_core.people.speakers import arrange_speakers
     from anytalker_core.pipeline.memory import lean_heap
     from anytalker_core.pipeline.windows import MOTION_FRAMES, WINDOW, plan_windows

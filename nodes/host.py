@@ -39,7 +39,7 @@ def clip_vision_output(features: torch.Tensor) -> Any:
 def audio_encoder(encoder: Any) -> Any:
     import comfy.model_management as mm
 
-    from ..anytalker_core.people.audio import load_audio_encoder
+    from ..anytalker_core.people.audio_features import load_audio_encoder
 
     if getattr(encoder, "patcher", None) is not None:
         mm.load_model_gpu(encoder.patcher)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..anytalker_core.people.audio import CHUNK_FRAMES
+from ..anytalker_core.people.audio_features import CHUNK_FRAMES
 from ..anytalker_core.pipeline.colors import anchor_colors, color_stats
 from ..anytalker_core.pipeline.windows import Window, WindowInputs, WindowRun, plan_windows, window_inputs
 from ..anytalker_core.sizes import PIXELS_PER_LATENT

@@ -13,7 +13,9 @@ from safetensors.torch import load_file, save_file
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 import anytalker_core as at
-from anytalker_core.people.audio import audio_windows, encode_waveform, interpolate_frames, normalize_waveform
+from anytalker_core.people.audio import normalize_waveform
+from anytalker_core.people.audio_features import encode_waveform, interpolate_frames
+from anytalker_core.people.audio_store import audio_windows
 from golden import REFERENCE, SHARED, requires_shared
 
 HELPERS = REFERENCE / "helpers"

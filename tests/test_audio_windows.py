@@ -13,17 +13,10 @@ import torch.nn.functional as F
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from anytalker_core import demo
-from anytalker_core.people import audio
-from anytalker_core.people.audio import (
-    AudioEncoder,
-    HiddenStates,
-    audio_windows,
-    frame_count,
-    interpolate_frames,
-    load_audio,
-    load_audio_encoder,
-    normalize_waveform,
-)
+from anytalker_core.people import audio, audio_features, audio_store
+from anytalker_core.people.audio import frame_count, load_audio, normalize_waveform
+from anytalker_core.people.audio_features import AudioEncoder, interpolate_frames, load_audio_encoder
+from anytalker_core.people.audio_store import HiddenStates, audio_windows
 from anytalker_core.people.speakers import SpeakerLayout, arrange_speakers
 from anytalker_core.pipeline import standalone, windows
 from anytalker_core.pipeline.windows import plan_windows
@@ -119,7 +112,7 @@ def test_a_track_longer_than_the_clip_keeps_the_frames_after_it(encoder):
 
 @pytest.mark.parametrize("mode", ["pad", "concat"])
 def test_long_tracks_give_each_window_the_chunked_whole_clip_features(encoder, mode, monkeypatch):
-    monkeypatch.setattr(audio, "MEMORY_FRAMES", 16)  # a long track's layer outputs go to a temporary file
+    monkeypatch.setattr(audio_store, "MEMORY_FRAMES", 16)  # a long track's layer outputs go to a temporary file
     tracks = [voice(4.0, seed=5), voice(3.0, seed=6)]  # 96 and 72 frames, chunks of 40
     layout = arrange_speakers(tracks, encoder, mode=mode, offsets=[0, 0.5], chunk_frames=40)
     assert all(p.states.on_disk for p in layout.placements)
@@ -170,12 +163,12 @@ def test_stored_states_read_back_as_audio_windows(in_memory):
 
 @pytest.mark.parametrize("norm", ["group", "layer"])
 def test_the_conv_stack_streams_in_pieces(norm, monkeypatch):
-    monkeypatch.setattr(audio, "CONV_FRAMES", 7)  # many pieces, and GroupNorm statistics merged over them
+    monkeypatch.setattr(audio_features, "CONV_FRAMES", 7)  # many pieces, and GroupNorm statistics merged over them
     model = tiny(feat_extract_norm=norm, conv_bias=True)
     wave = normalize_waveform(load_audio(voice(2.3, seed=8)))[None]
     with torch.no_grad():
         whole = model.feature_extractor(wave)
-        stream = audio._ConvStream(model.feature_extractor, wave)
+        stream = audio_features._ConvStream(model.feature_extractor, wave)
         assert stream.length == whole.shape[-1] and (norm == "group") == bool(stream.stats)
         torch.testing.assert_close(stream.features(0, stream.length), whole, atol=1e-5, rtol=1e-5)
         frames = math.ceil(2.3 * 24)

@@ -21,7 +21,8 @@ from anytalker_core.cli import main
 from anytalker_core.encoders.image import load_image_encoder
 from anytalker_core.encoders.text import load_text_encoder
 from anytalker_core.encoders.vae import load_vae
-from anytalker_core.people.audio import AudioError, load_audio_encoder
+from anytalker_core.people.audio import AudioError
+from anytalker_core.people.audio_features import load_audio_encoder
 from test_nodes import PACK, pack  # noqa: F401  (pack: the node pack on a stand-in host)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol", "ignore:.*weights_only.*")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from anytalker_core.people.audio import AudioError, encode_audio, encode_waveform, load_audio, load_audio_encoder
+from anytalker_core.people.audio import AudioError, load_audio
+from anytalker_core.people.audio_features import encode_audio, encode_waveform, load_audio_encoder
 from anytalker_core.people.speakers import arrange_speakers
 
 FPS = 24

@@ -15,8 +15,8 @@ that person's turn. With no offsets, both modes give the reference's features ex
 A person without a track (``None``) or with an all-silent track is a listener: zero features over the whole
 clip, the same as the reference gives a missing track.
 
-Memory: the layout keeps each speaker's per-frame layer outputs (``audio.HiddenStates``: in memory for tracks of up
-to 2 minutes, in a temporary file beyond) and builds the 5-frame windows of the frames asked for
+Memory: the layout keeps each speaker's per-frame layer outputs (``audio_store.HiddenStates``: in memory for tracks
+of up to 2 minutes, in a temporary file beyond) and builds the 5-frame windows of the frames asked for
 (:meth:`SpeakerLayout.window_features`), so a long clip's features never sit in memory whole; only the mixed-down
 track does.
 """
@@ -33,18 +33,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .. import timeline
-from .audio import (
-    SAMPLE_RATE,
-    WINDOW,
-    AudioError,
-    HiddenStates,
-    encode_track,
-    frame_count,
-    load_audio,
-    load_audio_encoder,
-    load_mono,
-    resample_pieces,
-)
+from .audio import SAMPLE_RATE, AudioError, frame_count, load_audio, load_mono, resample_pieces
+from .audio_features import encode_track, load_audio_encoder
+from .audio_store import WINDOW, HiddenStates
 
 MODES = ("pad", "concat")
 SILENCE_PEAK = 1e-4  # a track whose loudest 16 kHz sample stays below this is silent: its person listens

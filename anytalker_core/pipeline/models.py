@@ -12,8 +12,8 @@ import torch
 @dataclass
 class Models:
     """Everything :func:`~anytalker_core.pipeline.standalone.generate` runs. ``audio_encoder``: anything
-    :func:`~anytalker_core.people.audio.load_audio_encoder` accepts; ``text_encoder``: ``prompt -> [1, L, 4096]``;
-    ``image_encoder``: ``picture [3, H, W] in [-1, 1] -> [1, 257, 1280]``; ``vae``: a
+    :func:`~anytalker_core.people.audio_features.load_audio_encoder` accepts; ``text_encoder``:
+    ``prompt -> [1, L, 4096]``; ``image_encoder``: ``picture [3, H, W] in [-1, 1] -> [1, 257, 1280]``; ``vae``: a
     :class:`~anytalker_core.encoders.vae.VideoVAE`."""
 
     dit: torch.nn.Module
@@ -46,7 +46,7 @@ def load_models(
     from ..encoders.text import load_text_encoder
     from ..encoders.vae import load_vae
     from ..model.loader import load_dit
-    from ..people.audio import load_audio_encoder
+    from ..people.audio_features import load_audio_encoder
 
     def path_like(x: Any) -> bool:
         return isinstance(x, (str, Path))

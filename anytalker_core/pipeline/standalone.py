@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..images import as_rgb, read_image
-from ..people.audio import CHUNK_FRAMES
+from ..people.audio_features import CHUNK_FRAMES
 from ..people.routing import Routing, route_faces, route_from_boxes, route_from_masks
 from ..people.speakers import SpeakerLayout, arrange_speakers
 from ..sampling import GUIDANCE, SamplingCancelled, default_shift, default_steps, get_solver, negative_cond, sample
