@@ -15,6 +15,7 @@ Layers, each a subpackage that imports only the ones above it (``docs/architectu
 The public names below load on first use (``at.load_dit`` imports the model layer then), so importing the
 package is instant and ``python -m anytalker_core`` can answer Ctrl-C while torch is still loading.
 """
+
 from __future__ import annotations
 
 import importlib

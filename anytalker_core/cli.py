@@ -72,8 +72,10 @@ def _print_report(report: dict[str, Any]) -> None:
     cfg = report.get("config")
     if cfg:
         print(f"variant:     {cfg['variant']} ({'1.3B-style' if cfg['variant'] == 'af' else '14B-style'})")
-        print(f"dimensions:  dim {cfg['dim']}, ffn {cfg['ffn_dim']}, {cfg['num_layers']} blocks, "
-              f"{cfg['num_heads']} heads (head size {cfg['dim'] // cfg['num_heads']}), text_dim {cfg['text_dim']}")
+        print(
+            f"dimensions:  dim {cfg['dim']}, ffn {cfg['ffn_dim']}, {cfg['num_layers']} blocks, "
+            f"{cfg['num_heads']} heads (head size {cfg['dim'] // cfg['num_heads']}), text_dim {cfg['text_dim']}"
+        )
     if report["problems"]:
         print("problems:")
         for problem in report["problems"]:
@@ -278,8 +280,10 @@ def _run(args: argparse.Namespace, models: Any, image: Any, audio: list, prompt:
     picture = read_image(image) if isinstance(image, (str, Path)) else image
     png = write_png(_binding_path(out), preview(picture, result.routing), overwrite=args.overwrite)
     height, width = result.size
-    print(f"wrote {result.path} ({result.frames} frames, {timeline.seconds(result.frames):.2f} s, {width}x{height}, "
-          f"{result.windows_done} window(s), seed {result.seed})")
+    print(
+        f"wrote {result.path} ({result.frames} frames, {timeline.seconds(result.frames):.2f} s, {width}x{height}, "
+        f"{result.windows_done} window(s), seed {result.seed})"
+    )
     print(f"wrote {png} (who drives which face)")
     if result.cancelled:
         print(f"stopped early: the file holds {result.windows_done} of {len(result.windows)} windows", file=sys.stderr)
@@ -377,8 +381,11 @@ def _demo(args: argparse.Namespace) -> int:
     _check_out(Path(args.out).expanduser(), args.overwrite)
     _check_windows(args)
     _check_number(args.steps, "--steps", 1)
-    print("AnyTalker demo: the real pipeline on tiny random-weight models (the video is coloured noise: nothing of "
-          "the picture survives random weights; real weights make real faces talk, see the README)", file=sys.stderr)
+    print(
+        "AnyTalker demo: the real pipeline on tiny random-weight models (the video is coloured noise: nothing of "
+        "the picture survives random weights; real weights make real faces talk, see the README)",
+        file=sys.stderr,
+    )
     models = demo.tiny_models(seed=args.seed)
     audio, options = list(demo.AUDIO), {"mode": demo.MODE}
     if args.seconds is not None:
@@ -461,12 +468,21 @@ def _window_options(parser: argparse.ArgumentParser) -> None:
     from .pipeline.windows import MOTION_FRAMES, WINDOW
 
     group = parser.add_argument_group("long videos (clips longer than one window)")
-    group.add_argument("--window", type=int, default=WINDOW,
-                       help=f"frames per window, 4n+1 (default {WINDOW}, what the model was trained on)")
-    group.add_argument("--motion-frames", type=int, default=MOTION_FRAMES,
-                       help=f"frames each window takes over from the previous one, 1+4k (default {MOTION_FRAMES})")
-    group.add_argument("--no-color-anchor", action="store_true",
-                       help="do not match each later window's colours to the picture's")
+    group.add_argument(
+        "--window",
+        type=int,
+        default=WINDOW,
+        help=f"frames per window, 4n+1 (default {WINDOW}, what the model was trained on)",
+    )
+    group.add_argument(
+        "--motion-frames",
+        type=int,
+        default=MOTION_FRAMES,
+        help=f"frames each window takes over from the previous one, 1+4k (default {MOTION_FRAMES})",
+    )
+    group.add_argument(
+        "--no-color-anchor", action="store_true", help="do not match each later window's colours to the picture's"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -475,71 +491,125 @@ def _parser() -> argparse.ArgumentParser:
     from .sampling import SOLVER_NAMES
     from .sampling.defaults import GUIDANCE, SHIFT_480P, SHIFT_OTHER, STEPS
 
-    parser = argparse.ArgumentParser(prog="python -m anytalker_core",
-                                     description="AnyTalker: talking videos of several people from one picture.")
+    parser = argparse.ArgumentParser(
+        prog="python -m anytalker_core", description="AnyTalker: talking videos of several people from one picture."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the whole pipeline on tiny built-in models (seconds, no downloads)")
-    demo.add_argument("--out", default=None, help=f"the video to write (default {DEMO_OUT}, replaced on every run); "
-                      "the face binding goes next to it as <name>_binding.png")
+    demo.add_argument(
+        "--out",
+        default=None,
+        help=f"the video to write (default {DEMO_OUT}, replaced on every run); "
+        "the face binding goes next to it as <name>_binding.png",
+    )
     demo.add_argument("--steps", type=int, default=12, help="sampling steps (default 12)")
     demo.add_argument("--seed", type=int, default=0, help="seed for the tiny weights and the noise (default 0)")
-    demo.add_argument("--seconds", type=float, default=None, help="render this many seconds (rounded up to whole "
-                      "4n+1 frames) of the two voices taking turns, window by window (default: the 1.7 s clip)")
+    demo.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="render this many seconds (rounded up to whole "
+        "4n+1 frames) of the two voices taking turns, window by window (default: the 1.7 s clip)",
+    )
     demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _sp_option(demo)
     _window_options(demo)
 
     gen = commands.add_parser("generate", help="make a talking video with real weights")
     gen.add_argument("--image", required=True, help="the picture (PNG/JPEG/WebP) with every person in it")
-    gen.add_argument("--audio", action="append", required=True, metavar="TRACK",
-                     help="one per person, left to right (repeat the flag); 'none' for a listener")
+    gen.add_argument(
+        "--audio",
+        action="append",
+        required=True,
+        metavar="TRACK",
+        help="one per person, left to right (repeat the flag); 'none' for a listener",
+    )
     gen.add_argument("--prompt", default="", help="what the scene shows (as in the reference's examples)")
     gen.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
     gen.add_argument("--out", required=True, help="the .mp4 to write; the face binding goes next to it as PNG")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
     models = gen.add_argument_group("model files (see the README's table)")
     models.add_argument("--dit", required=True, help="AnyTalker checkpoint: 1_3B-single-v1.pth or 14B-multi-v1.pth")
-    models.add_argument("--dit-config", default=None, help="the reference's config JSON for the checkpoint "
-                        "(only needed for non-standard sizes)")
+    models.add_argument(
+        "--dit-config",
+        default=None,
+        help="the reference's config JSON for the checkpoint (only needed for non-standard sizes)",
+    )
     models.add_argument("--wav2vec2", required=True, help="wav2vec2-base-960h folder or .safetensors")
-    models.add_argument("--text-encoder", required=True, help="umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
-                        "Wan's models_t5_umt5-xxl-enc-bf16.pth, or a Hugging Face folder")
-    models.add_argument("--tokenizer", default=None, help="umT5 spiece.model or tokenizer folder (only for files "
-                        "that carry none, e.g. Wan's .pth)")
+    models.add_argument(
+        "--text-encoder",
+        required=True,
+        help="umt5_xxl_fp16.safetensors (or fp8_e4m3fn_scaled), "
+        "Wan's models_t5_umt5-xxl-enc-bf16.pth, or a Hugging Face folder",
+    )
+    models.add_argument(
+        "--tokenizer",
+        default=None,
+        help="umT5 spiece.model or tokenizer folder (only for files that carry none, e.g. Wan's .pth)",
+    )
     models.add_argument("--image-encoder", required=True, help="clip_vision_h.safetensors")
     models.add_argument("--vae", required=True, help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth")
     timing = gen.add_argument_group("timeline and faces")
-    timing.add_argument("--mode", choices=MODES, default="pad",
-                        help="pad: everyone on one timeline (default); concat: people take turns")
+    timing.add_argument(
+        "--mode",
+        choices=MODES,
+        default="pad",
+        help="pad: everyone on one timeline (default); concat: people take turns",
+    )
     timing.add_argument("--offsets", default=None, help="start delay in seconds per person, e.g. 0,1.5")
     timing.add_argument("--frames", type=int, default=None, help="clip length in frames (4n+1); default from audio")
-    timing.add_argument("--faces", default=None, help="face boxes instead of detection: 'x0,y0,x1,y1;...' "
-                        "(pixels, or fractions of the picture)")
+    timing.add_argument(
+        "--faces",
+        default=None,
+        help="face boxes instead of detection: 'x0,y0,x1,y1;...' (pixels, or fractions of the picture)",
+    )
     timing.add_argument("--order", default=None, help="voice i drives face order[i], e.g. '2,1'")
-    timing.add_argument("--face-backend", default="auto", choices=BACKENDS,
-                        help="face detector (default: InsightFace when installed, else YuNet, shipped with the pack)")
+    timing.add_argument(
+        "--face-backend",
+        default="auto",
+        choices=BACKENDS,
+        help="face detector (default: InsightFace when installed, else YuNet, shipped with the pack)",
+    )
     sampling = gen.add_argument_group("sampling (defaults: the reference's)")
-    sampling.add_argument("--steps", type=int, default=None,
-                          help=f"sampling steps (default: the reference's, {STEPS['af']} for the 1.3B model and "
-                          f"{STEPS['legacy']} for the 14B)")
-    sampling.add_argument("--guidance", type=float, default=GUIDANCE,
-                          help=f"text+audio guidance scale (default {GUIDANCE:g}, the reference's)")
-    sampling.add_argument("--audio-guidance", type=float, default=None,
-                          help="a separate audio scale (three passes per step)")
-    sampling.add_argument("--shift", type=float, default=None,
-                          help=f"noise schedule shift (default: the reference's rule, {SHIFT_480P:g} for a 480p clip "
-                          f"(832x480 area, the default size), {SHIFT_OTHER:g} otherwise)")
+    sampling.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"sampling steps (default: the reference's, {STEPS['af']} for the 1.3B model and "
+        f"{STEPS['legacy']} for the 14B)",
+    )
+    sampling.add_argument(
+        "--guidance",
+        type=float,
+        default=GUIDANCE,
+        help=f"text+audio guidance scale (default {GUIDANCE:g}, the reference's)",
+    )
+    sampling.add_argument(
+        "--audio-guidance", type=float, default=None, help="a separate audio scale (three passes per step)"
+    )
+    sampling.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        help=f"noise schedule shift (default: the reference's rule, {SHIFT_480P:g} for a 480p clip "
+        f"(832x480 area, the default size), {SHIFT_OTHER:g} otherwise)",
+    )
     sampling.add_argument("--solver", choices=SOLVER_NAMES, default="unipc")
     sampling.add_argument("--seed", type=int, default=None, help="default: a random one, printed at the end")
-    sampling.add_argument("--size", default=None, help="video size WxH, multiples of 32 (default: the picture's "
-                          "aspect at --max-area)")
+    sampling.add_argument(
+        "--size", default=None, help="video size WxH, multiples of 32 (default: the picture's aspect at --max-area)"
+    )
     sampling.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
     _window_options(gen)
     device = gen.add_argument_group("device")
     device.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
-    device.add_argument("--dtype", choices=tuple(DTYPES), default=None,
-                        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")
+    device.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)",
+    )
     device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
     _sp_option(device)
 

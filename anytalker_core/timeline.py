@@ -20,8 +20,12 @@ STRIDE = 4  # video frames per latent frame after the first (the VAE's temporal 
 
 def is_4n1(frames: Any) -> bool:
     """Whether ``frames`` is a whole number of the form 4n+1 (1, 5, 9, ...)."""
-    return isinstance(frames, numbers.Integral) and not isinstance(frames, bool) and frames >= 1 \
+    return (
+        isinstance(frames, numbers.Integral)
+        and not isinstance(frames, bool)
+        and frames >= 1
         and (frames - 1) % STRIDE == 0
+    )
 
 
 def round_down(frames: int) -> int:

@@ -27,9 +27,15 @@ class CheckpointError(ValueError):
 
 # What a file that is not a checkpoint usually is, from its first bytes (for the one-line refusal).
 _KINDS = (
-    (b"RIFF", "a WAV audio file"), (b"ID3", "an MP3 audio file"), (b"fLaC", "a FLAC audio file"),
-    (b"OggS", "an Ogg audio file"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"),
+    (b"RIFF", "a WAV audio file"),
+    (b"ID3", "an MP3 audio file"),
+    (b"fLaC", "a FLAC audio file"),
+    (b"OggS", "an Ogg audio file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
 )
 
 
@@ -173,7 +179,6 @@ def _folder_files(folder: Path) -> list[Path]:
         f"{folder}: expected .safetensors shards (or one .pth file) in this folder, found "
         f"{[p.name for p in pickles] or 'none'}"
     )
-
 
 
 def read_tensors(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[StateDict, str]:

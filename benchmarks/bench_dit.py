@@ -63,21 +63,31 @@ for _path in (str(BENCH_DIR), str(REPO_ROOT)):
 import reference_harness as rh  # noqa: E402  (needs the path set-up above)
 
 # Real Wan2.1-1.3B block sizes, only 2 blocks.
-MID_CONFIG = dict(variant="af", dim=1536, ffn_dim=8960, num_heads=12, num_layers=2,
-                  in_dim=36, out_dim=16, text_dim=4096, freq_dim=256, text_len=512)
-LATENT_SHAPE = (1, 16, 6, 32, 56)   # B, C, T, H, W: 21 video frames at 256x448
-COND_CHANNELS = 20                  # y: mask (4) + reference-frame latents (16)
+MID_CONFIG = dict(
+    variant="af",
+    dim=1536,
+    ffn_dim=8960,
+    num_heads=12,
+    num_layers=2,
+    in_dim=36,
+    out_dim=16,
+    text_dim=4096,
+    freq_dim=256,
+    text_len=512,
+)
+LATENT_SHAPE = (1, 16, 6, 32, 56)  # B, C, T, H, W: 21 video frames at 256x448
+COND_CHANNELS = 20  # y: mask (4) + reference-frame latents (16)
 TEXT_TOKENS = 30
 CLIP_TOKENS, CLIP_DIM = 257, 1280
 AUDIO_WINDOW, AUDIO_LAYERS, AUDIO_DIM = 5, 12, 768
-FACE_BOX = (6, 6)                   # rows x cols of the token grid covered by a face
+FACE_BOX = (6, 6)  # rows x cols of the token grid covered by a face
 
-MAX_TIME_RATIO = 0.8                # ours / reference at the largest identity count
-MAX_EXTRA_ID_FRACTION = 0.06        # per extra identity, of a one-identity forward
-MAX_MEMORY_RATIO = 0.5              # ours / reference, peak above the weights
+MAX_TIME_RATIO = 0.8  # ours / reference at the largest identity count
+MAX_EXTRA_ID_FRACTION = 0.06  # per extra identity, of a one-identity forward
+MAX_MEMORY_RATIO = 0.5  # ours / reference, peak above the weights
 
 IMPLEMENTATIONS = ("ours", "reference")
-MATMUL_TASK = "matmul"              # label of the ceiling matmul in the timing rounds
+MATMUL_TASK = "matmul"  # label of the ceiling matmul in the timing rounds
 
 # Environment of the memory children.  glibc's malloc by default raises its mmap
 # threshold (up to 32 MiB) as blocks are freed and then keeps freed memory in its
@@ -92,6 +102,7 @@ EXACT_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 # Command line
 # ----------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse the command line (``--child``, ``--impls`` and ``--n-ids`` are internal).
 
@@ -100,20 +111,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     for the implementations in ``--impls`` at every count in ``--ids``.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ids", default="1,2,3",
-                        help="comma-separated identity counts (default 1,2,3)")
-    parser.add_argument("--runs", type=int, default=9,
-                        help="timing rounds; each times every (implementation, identity count) once")
-    parser.add_argument("--reference", default=None,
-                        help="AnyTalker reference checkout (default: $ANYTALKER_REFERENCE)")
-    parser.add_argument("--mask", choices=("faces", "dense-random"), default="faces",
-                        help="face-region rectangles (default) or rand>0.5 everywhere")
+    parser.add_argument("--ids", default="1,2,3", help="comma-separated identity counts (default 1,2,3)")
+    parser.add_argument(
+        "--runs", type=int, default=9, help="timing rounds; each times every (implementation, identity count) once"
+    )
+    parser.add_argument(
+        "--reference", default=None, help="AnyTalker reference checkout (default: $ANYTALKER_REFERENCE)"
+    )
+    parser.add_argument(
+        "--mask",
+        choices=("faces", "dense-random"),
+        default="faces",
+        help="face-region rectangles (default) or rand>0.5 everywhere",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--only", choices=("ours", "reference", "both"), default="both")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs")
-    parser.add_argument("--matmul-size", type=int, default=3072,
-                        help="n of the n x n x n float32 matmul used as ceiling")
+    parser.add_argument(
+        "--matmul-size", type=int, default=3072, help="n of the n x n x n float32 matmul used as ceiling"
+    )
     parser.add_argument("--child", choices=IMPLEMENTATIONS + ("timing",), help=argparse.SUPPRESS)
     parser.add_argument("--n-ids", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--impls", default="", help=argparse.SUPPRESS)
@@ -131,11 +148,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def child_argv(args: argparse.Namespace, task: str, n_ids: int, impls: tuple) -> list[str]:
     """Command line re-running this script as the child ``task`` (see :func:`parse_args`)."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", task,
-            "--n-ids", str(n_ids), "--impls", ",".join(impls), "--ids", ",".join(map(str, args.ids)),
-            "--runs", str(args.runs), "--mask", args.mask,
-            "--threads", str(args.threads), "--device", args.device,
-            "--seed", str(args.seed), "--matmul-size", str(args.matmul_size)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        task,
+        "--n-ids",
+        str(n_ids),
+        "--impls",
+        ",".join(impls),
+        "--ids",
+        ",".join(map(str, args.ids)),
+        "--runs",
+        str(args.runs),
+        "--mask",
+        args.mask,
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+        "--matmul-size",
+        str(args.matmul_size),
+    ]
     if args.reference:
         argv += ["--reference", str(args.reference)]
     return argv
@@ -144,6 +180,7 @@ def child_argv(args: argparse.Namespace, task: str, n_ids: int, impls: tuple) ->
 # ----------------------------------------------------------------------------
 # Inputs and weights
 # ----------------------------------------------------------------------------
+
 
 @dataclass
 class Inputs:
@@ -171,7 +208,7 @@ def face_box_mask(index: int, n_ids: int, frames: int, rows: int, cols: int) -> 
     centre = (index + 0.5) * cols / n_ids
     left = min(max(round(centre - box_cols / 2), 0), cols - box_cols)
     mask = torch.zeros(1, frames, rows, cols)
-    mask[:, :, top:top + box_rows, left:left + box_cols] = 1.0
+    mask[:, :, top : top + box_rows, left : left + box_cols] = 1.0
     return mask
 
 
@@ -190,19 +227,18 @@ def make_inputs(n_ids: int, mask_mode: str, seed: int, device: str) -> Inputs:
         t=torch.rand(batch, generator=gen) * 1000.0,
         text=torch.randn(batch, TEXT_TOKENS, MID_CONFIG["text_dim"], generator=gen),
         clip=torch.randn(batch, CLIP_TOKENS, CLIP_DIM, generator=gen),
-        y=torch.randn(batch, COND_CHANNELS, frames, height, width, generator=gen))
+        y=torch.randn(batch, COND_CHANNELS, frames, height, width, generator=gen),
+    )
     audio, faces, masks = [], [], []
     for i in range(n_ids):
         gen_i = torch.Generator().manual_seed(seed + 1000 + i)
-        audio.append(torch.randn(batch, audio_frames, AUDIO_WINDOW, AUDIO_LAYERS, AUDIO_DIM,
-                                 generator=gen_i))
+        audio.append(torch.randn(batch, audio_frames, AUDIO_WINDOW, AUDIO_LAYERS, AUDIO_DIM, generator=gen_i))
         faces.append(torch.randn(batch, CLIP_TOKENS, CLIP_DIM, generator=gen_i))
         if mask_mode == "dense-random":
             masks.append((torch.rand(batch, frames, rows, cols, generator=gen_i) > 0.5).float())
         else:
             masks.append(face_box_mask(i, n_ids, frames, rows, cols))
-    identities = {k: [u.to(device) for u in v] for k, v in
-                  dict(audio=audio, faces=faces, masks=masks).items()}
+    identities = {k: [u.to(device) for u in v] for k, v in dict(audio=audio, faces=faces, masks=masks).items()}
     return Inputs(**{k: v.to(device) for k, v in shared.items()}, **identities)
 
 
@@ -227,6 +263,7 @@ def init_weights(model, seed: int) -> None:
 # Implementations
 # ----------------------------------------------------------------------------
 
+
 def build_model(impl: str, reference: str | None):
     """Construct ``impl``'s model at the mid config (float32, eval, CPU)."""
     if impl == "ours":
@@ -242,15 +279,25 @@ def build_model(impl: str, reference: str | None):
 def forward(impl: str, model, inputs: Inputs):
     """One forward of ``impl`` on ``inputs``; returns ``[1,16,T,H,W]``."""
     if impl == "ours":
-        return model(inputs.x, inputs.t, text=inputs.text, clip=inputs.clip, y=inputs.y,
-                     audio=inputs.audio, faces=inputs.faces, masks=inputs.masks)
-    return rh.reference_forward(model, inputs.x, inputs.t, inputs.text, inputs.clip,
-                                inputs.y, inputs.audio, inputs.faces, inputs.masks)
+        return model(
+            inputs.x,
+            inputs.t,
+            text=inputs.text,
+            clip=inputs.clip,
+            y=inputs.y,
+            audio=inputs.audio,
+            faces=inputs.faces,
+            masks=inputs.masks,
+        )
+    return rh.reference_forward(
+        model, inputs.x, inputs.t, inputs.text, inputs.clip, inputs.y, inputs.audio, inputs.faces, inputs.masks
+    )
 
 
 # ----------------------------------------------------------------------------
 # Measurements (run inside a child)
 # ----------------------------------------------------------------------------
+
 
 class PeakMemory:
     """Peak memory of one region above a baseline, in MiB.
@@ -263,8 +310,11 @@ class PeakMemory:
     def __init__(self, device: str):
         self.device = device
         self.baseline = 0
-        self.method = ("torch.cuda.max_memory_allocated" if device == "cuda"
-                       else "VmHWM - VmRSS, VmHWM reset via /proc/self/clear_refs")
+        self.method = (
+            "torch.cuda.max_memory_allocated"
+            if device == "cuda"
+            else "VmHWM - VmRSS, VmHWM reset via /proc/self/clear_refs"
+        )
 
     def start(self) -> None:
         """Take the baseline and reset the peak."""
@@ -287,8 +337,11 @@ class PeakMemory:
             peak = torch.cuda.max_memory_allocated()
         else:
             peak = _proc_status_kib("VmHWM") * 1024
-        return {"baseline_mb": _mib(self.baseline), "peak_mb": _mib(peak),
-                "peak_mem_above_weights_mb": _mib(peak - self.baseline)}
+        return {
+            "baseline_mb": _mib(self.baseline),
+            "peak_mb": _mib(peak),
+            "peak_mem_above_weights_mb": _mib(peak - self.baseline),
+        }
 
 
 def _proc_status_kib(field: str) -> int:
@@ -400,10 +453,14 @@ def measure_timing(args: argparse.Namespace) -> dict:
     n = args.matmul_size
     matmul_times = times[MATMUL_TASK]
     median = statistics.median(matmul_times)
-    matmul = {"n": n, "median_s": round(median, 4), "runs_s": [round(t, 4) for t in matmul_times],
-              "gflops_per_s": round(2 * n**3 / 1e9 / median, 1),
-              "gflops_per_s_min": round(2 * n**3 / 1e9 / max(matmul_times), 1),
-              "gflops_per_s_max": round(2 * n**3 / 1e9 / min(matmul_times), 1)}
+    matmul = {
+        "n": n,
+        "median_s": round(median, 4),
+        "runs_s": [round(t, 4) for t in matmul_times],
+        "gflops_per_s": round(2 * n**3 / 1e9 / median, 1),
+        "gflops_per_s_min": round(2 * n**3 / 1e9 / max(matmul_times), 1),
+        "gflops_per_s_max": round(2 * n**3 / 1e9 / min(matmul_times), 1),
+    }
     return {"by_ids": by_ids, "matmul": matmul, "orders": orders}
 
 
@@ -476,11 +533,16 @@ def timing_entry(n_ids: int, times: list, flops: int, model, out: torch.Tensor) 
     """One combination's report: median and per-round times, FLOPs, output checks."""
     median = statistics.median(times)
     return dict(
-        n_ids=n_ids, median_s=round(median, 4), runs_s=[round(t, 4) for t in times],
-        gflop=round(flops / 1e9, 2), gflops_per_s=round(flops / 1e9 / median, 1),
+        n_ids=n_ids,
+        median_s=round(median, 4),
+        runs_s=[round(t, 4) for t in times],
+        gflop=round(flops / 1e9, 2),
+        gflops_per_s=round(flops / 1e9 / median, 1),
         params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        output_shape=list(out.shape), output_finite=bool(torch.isfinite(out).all()),
-        output_std=round(float(out.float().std()), 4))
+        output_shape=list(out.shape),
+        output_finite=bool(torch.isfinite(out).all()),
+        output_std=round(float(out.float().std()), 4),
+    )
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -494,6 +556,7 @@ def child_main(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------
 # Parent: orchestration, targets, report
 # ----------------------------------------------------------------------------
+
 
 def run_child(args: argparse.Namespace, task: str, n_ids: int = 1, impls: tuple = ()) -> dict:
     """Run one child and return its JSON, or ``{"error": ...}`` when it failed.
@@ -562,9 +625,12 @@ def paired_statistics(results: dict, orders: list) -> dict:
     (``per_step_fraction``, medians).
     """
     ours, ref = (_successful(results.get(impl) or {}) for impl in IMPLEMENTATIONS)
-    return {"rounds": len(orders), "orders": orders, "time_ratio": _paired_ratios(ours, ref),
-            "extra_identity": {impl: _paired_extra_ids(_successful(by_ids))
-                               for impl, by_ids in results.items()}}
+    return {
+        "rounds": len(orders),
+        "orders": orders,
+        "time_ratio": _paired_ratios(ours, ref),
+        "extra_identity": {impl: _paired_extra_ids(_successful(by_ids)) for impl, by_ids in results.items()},
+    }
 
 
 def _paired_ratios(ours: dict, ref: dict) -> dict:
@@ -572,8 +638,7 @@ def _paired_ratios(ours: dict, ref: dict) -> dict:
     common = sorted(set(ours) & set(ref))
     if not common:
         return {"reason": "needs ours and the reference at a common identity count"}
-    by_ids = {str(n): _spread([o / r for o, r in zip(ours[n]["runs_s"], ref[n]["runs_s"])], 4)
-              for n in common}
+    by_ids = {str(n): _spread([o / r for o, r in zip(ours[n]["runs_s"], ref[n]["runs_s"])], 4) for n in common}
     return {"n_ids": common[-1], "by_ids": by_ids}
 
 
@@ -587,23 +652,33 @@ def _paired_extra_ids(by_n: dict) -> dict:
     def fractions(a: int, b: int) -> list:
         return [(tb - ta) / (b - a) / t1 for ta, tb, t1 in zip(times[a], times[b], times[1])]
 
-    return {"max_ids": counts[-1], "fraction": _spread(fractions(1, counts[-1]), 4),
-            "per_step_fraction": {f"{a}->{b}": round(statistics.median(fractions(a, b)), 4)
-                                  for a, b in zip(counts, counts[1:])}}
+    return {
+        "max_ids": counts[-1],
+        "fraction": _spread(fractions(1, counts[-1]), 4),
+        "per_step_fraction": {
+            f"{a}->{b}": round(statistics.median(fractions(a, b)), 4) for a, b in zip(counts, counts[1:])
+        },
+    }
 
 
 def _spread(values: list, digits: int) -> dict:
     """Median, range and the values themselves (one per round), rounded."""
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "per_round": [round(v, digits) for v in values]}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "per_round": [round(v, digits) for v in values],
+    }
 
 
 def check_targets(results: dict, paired: dict) -> dict:
     """Evaluate the three targets; each records the numbers it compares."""
     ours, ref = (_successful(results.get(impl) or {}) for impl in IMPLEMENTATIONS)
-    return {"time_vs_reference": _time_target(ours, ref, paired["time_ratio"]),
-            "extra_identity_cost": _extra_id_target(ours, paired["extra_identity"].get("ours")),
-            "peak_memory_vs_reference": _memory_target(ours, ref)}
+    return {
+        "time_vs_reference": _time_target(ours, ref, paired["time_ratio"]),
+        "extra_identity_cost": _extra_id_target(ours, paired["extra_identity"].get("ours")),
+        "peak_memory_vs_reference": _memory_target(ours, ref),
+    }
 
 
 def _successful(by_ids: dict) -> dict:
@@ -621,10 +696,16 @@ def _time_target(ours: dict, ref: dict, ratios: dict) -> dict:
         return {"passed": None, "reason": ratios["reason"]}
     n = ratios["n_ids"]
     paired = ratios["by_ids"][str(n)]
-    return {"n_ids": n, "ours_s": ours[n]["median_s"], "reference_s": ref[n]["median_s"],
-            "ratio": paired["median"], "ratio_range": [paired["min"], paired["max"]],
-            "ratio_of_medians": round(ours[n]["median_s"] / ref[n]["median_s"], 4),
-            "max_ratio": MAX_TIME_RATIO, "passed": paired["median"] <= MAX_TIME_RATIO}
+    return {
+        "n_ids": n,
+        "ours_s": ours[n]["median_s"],
+        "reference_s": ref[n]["median_s"],
+        "ratio": paired["median"],
+        "ratio_range": [paired["min"], paired["max"]],
+        "ratio_of_medians": round(ours[n]["median_s"] / ref[n]["median_s"], 4),
+        "max_ratio": MAX_TIME_RATIO,
+        "passed": paired["median"] <= MAX_TIME_RATIO,
+    }
 
 
 def _extra_id_target(ours: dict, extra: dict | None) -> dict:
@@ -636,10 +717,16 @@ def _extra_id_target(ours: dict, extra: dict | None) -> dict:
     if extra is None or "reason" in extra:
         return {"passed": None, "reason": "needs ours at 1 and at least one more identity count"}
     top, fraction = extra["max_ids"], extra["fraction"]
-    return {"one_id_s": ours[1]["median_s"], "max_ids": top, "max_ids_s": ours[top]["median_s"],
-            "fraction": fraction["median"], "fraction_range": [fraction["min"], fraction["max"]],
-            "per_step_fraction": extra["per_step_fraction"], "max_fraction": MAX_EXTRA_ID_FRACTION,
-            "passed": fraction["median"] <= MAX_EXTRA_ID_FRACTION}
+    return {
+        "one_id_s": ours[1]["median_s"],
+        "max_ids": top,
+        "max_ids_s": ours[top]["median_s"],
+        "fraction": fraction["median"],
+        "fraction_range": [fraction["min"], fraction["max"]],
+        "per_step_fraction": extra["per_step_fraction"],
+        "max_fraction": MAX_EXTRA_ID_FRACTION,
+        "passed": fraction["median"] <= MAX_EXTRA_ID_FRACTION,
+    }
 
 
 def _memory_target(ours: dict, ref: dict) -> dict:
@@ -654,21 +741,34 @@ def _memory_target(ours: dict, ref: dict) -> dict:
     for n in common:
         mine, theirs = ours[n]["peak_mem_above_weights_mb"], ref[n]["peak_mem_above_weights_mb"]
         ratio = mine / theirs if theirs > 0 else float("inf")
-        by_ids[str(n)] = {"ours_mb": mine, "reference_mb": theirs, "ratio": round(ratio, 3),
-                          "passed": ratio <= MAX_MEMORY_RATIO}
-    return {"by_ids": by_ids, "max_ratio": MAX_MEMORY_RATIO,
-            "passed": all(v["passed"] for v in by_ids.values())}
+        by_ids[str(n)] = {
+            "ours_mb": mine,
+            "reference_mb": theirs,
+            "ratio": round(ratio, 3),
+            "passed": ratio <= MAX_MEMORY_RATIO,
+        }
+    return {"by_ids": by_ids, "max_ratio": MAX_MEMORY_RATIO, "passed": all(v["passed"] for v in by_ids.values())}
 
 
 def config_record(args: argparse.Namespace) -> dict:
     """The benchmark's configuration, for the report."""
-    return {"model": MID_CONFIG, "latent_shape": list(LATENT_SHAPE), "text_tokens": TEXT_TOKENS,
-            "ids": args.ids, "runs": args.runs,
-            "timing": "one child; per round every (implementation, identity count) and one matmul "
-                      "run once, the order rotated by one position each round and reversed every other round",
-            "mask": args.mask, "face_box": list(FACE_BOX) if args.mask == "faces" else None,
-            "threads": args.threads, "device": args.device, "dtype": "float32",
-            "matmul_size": args.matmul_size, "seed": args.seed, "torch": torch.__version__}
+    return {
+        "model": MID_CONFIG,
+        "latent_shape": list(LATENT_SHAPE),
+        "text_tokens": TEXT_TOKENS,
+        "ids": args.ids,
+        "runs": args.runs,
+        "timing": "one child; per round every (implementation, identity count) and one matmul "
+        "run once, the order rotated by one position each round and reversed every other round",
+        "mask": args.mask,
+        "face_box": list(FACE_BOX) if args.mask == "faces" else None,
+        "threads": args.threads,
+        "device": args.device,
+        "dtype": "float32",
+        "matmul_size": args.matmul_size,
+        "seed": args.seed,
+        "torch": torch.__version__,
+    }
 
 
 def parent_main(args: argparse.Namespace) -> dict:
@@ -693,8 +793,7 @@ def parent_main(args: argparse.Namespace) -> dict:
         for entry in by_ids.values():
             _add_ceiling_fraction(entry, report["matmul_ceiling"])
     for impl in IMPLEMENTATIONS:
-        report[impl] = ({"source": runnable[impl], "by_ids": results[impl]}
-                        if impl in runnable else None)
+        report[impl] = {"source": runnable[impl], "by_ids": results[impl]} if impl in runnable else None
     report["reason"] = "; ".join(f"{impl}: {why}" for impl, why in skipped.items()) or None
     report["paired"] = paired_statistics(results, (timing or {}).get("orders", []))
     report["targets"] = check_targets(results, report["paired"])
@@ -708,8 +807,10 @@ def run_timing(args: argparse.Namespace, impls: tuple) -> dict | None:
     _log(f"timing child: {', '.join(impls)} x ids {args.ids} + matmul, {args.runs} rounds ...")
     start = time.perf_counter()
     timing = run_child(args, "timing", impls=impls)
-    _log(f"timing child done in {time.perf_counter() - start:.0f} s"
-         + (f": ERROR {timing['error']}" if "error" in timing else ""))
+    _log(
+        f"timing child done in {time.perf_counter() - start:.0f} s"
+        + (f": ERROR {timing['error']}" if "error" in timing else "")
+    )
     return timing
 
 
@@ -722,14 +823,16 @@ def _timing_part(timing: dict, impl: str, n_ids: int) -> dict:
 
 def merge_measurements(timing: dict, memory: dict) -> dict:
     """One result entry from the timing child's entry and a memory child's JSON."""
-    errors = [f"{name}: {part['error']}" for name, part in (("timing", timing), ("memory", memory))
-              if "error" in part]
+    errors = [f"{name}: {part['error']}" for name, part in (("timing", timing), ("memory", memory)) if "error" in part]
     if errors:
         return {"error": "; ".join(errors)}
-    return dict(timing, peak_mem_above_weights_mb=memory["peak_mem_above_weights_mb"],
-                baseline_mb=memory["baseline_mb"], peak_mb=memory["peak_mb"],
-                peak_mem_method=memory["method"] + " with " +
-                " ".join(f"{k}={v}" for k, v in EXACT_MALLOC_ENV.items()))
+    return dict(
+        timing,
+        peak_mem_above_weights_mb=memory["peak_mem_above_weights_mb"],
+        baseline_mb=memory["baseline_mb"],
+        peak_mb=memory["peak_mb"],
+        peak_mem_method=memory["method"] + " with " + " ".join(f"{k}={v}" for k, v in EXACT_MALLOC_ENV.items()),
+    )
 
 
 def _loadavg() -> float:
@@ -741,17 +844,18 @@ def _loadavg() -> float:
 def _add_ceiling_fraction(entry: dict, ceiling: dict | None) -> None:
     """Add the forward's GFLOP/s as a fraction of the matmul ceiling (median over rounds)."""
     if ceiling and "gflops_per_s" in entry and "gflops_per_s" in ceiling:
-        entry["fraction_of_matmul_ceiling"] = round(
-            entry["gflops_per_s"] / ceiling["gflops_per_s"], 3)
+        entry["fraction_of_matmul_ceiling"] = round(entry["gflops_per_s"] / ceiling["gflops_per_s"], 3)
 
 
 def _short(entry: dict) -> str:
     """One-line description of a merged result entry."""
     if "error" in entry:
         return "ERROR " + entry["error"]
-    return (f"median {entry['median_s']:.3f} s (rounds {min(entry['runs_s']):.3f}-"
-            f"{max(entry['runs_s']):.3f}), peak +{entry['peak_mem_above_weights_mb']:.0f} MiB,"
-            f" {entry['gflop']:.0f} GFLOP at {entry['gflops_per_s']:.0f} GFLOP/s")
+    return (
+        f"median {entry['median_s']:.3f} s (rounds {min(entry['runs_s']):.3f}-"
+        f"{max(entry['runs_s']):.3f}), peak +{entry['peak_mem_above_weights_mb']:.0f} MiB,"
+        f" {entry['gflop']:.0f} GFLOP at {entry['gflops_per_s']:.0f} GFLOP/s"
+    )
 
 
 def _log(message: str) -> None:
@@ -761,11 +865,13 @@ def _log(message: str) -> None:
 def summary(report: dict) -> str:
     """Short human-readable summary of the report."""
     cfg, ceiling = report["config"], report["matmul_ceiling"] or {}
-    lines = [f"AnyTalker DiT mid config, {cfg['device']} fp32, {cfg['threads']} threads, "
-             f"mask={cfg['mask']}, {cfg['runs']} interleaved rounds; matmul ceiling "
-             f"{ceiling.get('gflops_per_s', 'n/a')} GFLOP/s (median; rounds "
-             f"{ceiling.get('gflops_per_s_min', 'n/a')}-{ceiling.get('gflops_per_s_max', 'n/a')});"
-             f" load average {report['loadavg_1min']['start']} -> {report['loadavg_1min']['end']}"]
+    lines = [
+        f"AnyTalker DiT mid config, {cfg['device']} fp32, {cfg['threads']} threads, "
+        f"mask={cfg['mask']}, {cfg['runs']} interleaved rounds; matmul ceiling "
+        f"{ceiling.get('gflops_per_s', 'n/a')} GFLOP/s (median; rounds "
+        f"{ceiling.get('gflops_per_s_min', 'n/a')}-{ceiling.get('gflops_per_s_max', 'n/a')});"
+        f" load average {report['loadavg_1min']['start']} -> {report['loadavg_1min']['end']}"
+    ]
     for impl in IMPLEMENTATIONS:
         if report[impl] is None:
             continue
@@ -787,13 +893,14 @@ def _paired_lines(paired: dict) -> list[str]:
     """Summary lines of the within-round comparisons."""
     lines = []
     for n, spread in paired["time_ratio"].get("by_ids", {}).items():
-        lines.append(f"  paired ours/reference ids={n}: median {spread['median']}"
-                     f" (rounds {spread['per_round']})")
+        lines.append(f"  paired ours/reference ids={n}: median {spread['median']} (rounds {spread['per_round']})")
     for impl, extra in paired["extra_identity"].items():
         if "fraction" in extra:
-            lines.append(f"  paired extra identity {impl}: median {extra['fraction']['median']} of a"
-                         f" one-identity forward per identity, 1->{extra['max_ids']} (rounds"
-                         f" {extra['fraction']['per_round']}); per step {json.dumps(extra['per_step_fraction'])}")
+            lines.append(
+                f"  paired extra identity {impl}: median {extra['fraction']['median']} of a"
+                f" one-identity forward per identity, 1->{extra['max_ids']} (rounds"
+                f" {extra['fraction']['per_round']}); per step {json.dumps(extra['per_step_fraction'])}"
+            )
     return lines
 
 

@@ -64,10 +64,23 @@ def find_reference(path: str | None) -> tuple[Path | None, str | None]:
     return root, None
 
 
-def sdpa_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0,
-                   softmax_scale=None, q_scale=None, causal=False,
-                   window_size=(-1, -1), deterministic=False, dtype=None,
-                   version=None, fa_version=None, attn_mask=None):
+def sdpa_attention(
+    q,
+    k,
+    v,
+    q_lens=None,
+    k_lens=None,
+    dropout_p=0.0,
+    softmax_scale=None,
+    q_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    deterministic=False,
+    dtype=None,
+    version=None,
+    fa_version=None,
+    attn_mask=None,
+):
     """Exact float32 stand-in for the reference's ``flash_attention``/``attention``.
 
     ``q``, ``k``, ``v`` are ``[B, L, heads, d]``.  Keys at positions
@@ -86,8 +99,8 @@ def sdpa_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0,
     if attn_mask is not None:
         mask = attn_mask if mask is None else (mask & attn_mask)
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        attn_mask=mask, is_causal=causal, scale=softmax_scale)
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=causal, scale=softmax_scale
+    )
     return out.transpose(1, 2).contiguous()
 
 
@@ -148,9 +161,23 @@ def build_reference_model(root: Path, cfg: dict) -> torch.nn.Module:
     """
     model_mod = load_reference(root)
     model = model_mod.WanModel(
-        model_type="a2v_af", legacy_audio_cross_attn=False,
-        **{key: cfg[key] for key in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim",
-                                     "out_dim", "text_dim", "freq_dim", "text_len")})
+        model_type="a2v_af",
+        legacy_audio_cross_attn=False,
+        **{
+            key: cfg[key]
+            for key in (
+                "dim",
+                "ffn_dim",
+                "num_heads",
+                "num_layers",
+                "in_dim",
+                "out_dim",
+                "text_dim",
+                "freq_dim",
+                "text_len",
+            )
+        },
+    )
     return model.float().eval()
 
 
@@ -168,11 +195,15 @@ def reference_forward(model: torch.nn.Module, x, t, text, clip, y, audio, faces,
     frames, height, width = x.shape[2:]
     tokens = (frames, height // 2, width // 2)
     out = model(
-        [x[0]], t=t, context=[text[0]], seq_len=tokens[0] * tokens[1] * tokens[2],
-        clip_fea=clip, y=[y[0]],
-        audio_ref_features={"audio_list": [a[0] for a in audio],
-                            "ref_face_list": list(faces)},
+        [x[0]],
+        t=t,
+        context=[text[0]],
+        seq_len=tokens[0] * tokens[1] * tokens[2],
+        clip_fea=clip,
+        y=[y[0]],
+        audio_ref_features={"audio_list": [a[0] for a in audio], "ref_face_list": list(faces)},
         # The model flattens face_mask_list in place: always pass a fresh list.
         face_mask_list=[m.reshape(1, 1, *tokens) for m in masks],
-        use_token_mask=True)
+        use_token_mask=True,
+    )
     return out[0].unsqueeze(0)

@@ -7,8 +7,20 @@ import torch
 import anytalker_core as at
 
 MICRO = dict(
-    dim=32, ffn_dim=48, num_heads=2, num_layers=2, text_dim=24, text_len=8, freq_dim=16, clip_dim=20,
-    clip_tokens=257, audio_window=5, audio_layers=2, audio_channels=8, audio_hidden=16, audio_tokens=4,
+    dim=32,
+    ffn_dim=48,
+    num_heads=2,
+    num_layers=2,
+    text_dim=24,
+    text_len=8,
+    freq_dim=16,
+    clip_dim=20,
+    clip_tokens=257,
+    audio_window=5,
+    audio_layers=2,
+    audio_channels=8,
+    audio_hidden=16,
+    audio_tokens=4,
     audio_token_dim=12,
 )
 
@@ -44,8 +56,9 @@ def micro_inputs(cfg: at.AnyTalkerConfig, *, batch=1, frames=3, height=6, width=
         text=rand(batch, 5, cfg.text_dim),
         clip=rand(batch, cfg.clip_tokens, cfg.clip_dim),
         y=rand(batch, cfg.in_dim - cfg.out_dim, frames, height, width),
-        audio=[rand(batch, video_frames, cfg.audio_window, cfg.audio_layers, cfg.audio_channels)
-               for _ in range(identities)],
+        audio=[
+            rand(batch, video_frames, cfg.audio_window, cfg.audio_layers, cfg.audio_channels) for _ in range(identities)
+        ],
         faces=[rand(batch, cfg.clip_tokens, cfg.clip_dim) for _ in range(identities)],
         masks=masks,
     )

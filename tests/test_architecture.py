@@ -93,7 +93,7 @@ def test_no_import_cycles():
         stack.append(module)
         for target in sorted(edges.get(module, ())):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[module] = 2

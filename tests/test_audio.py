@@ -24,8 +24,15 @@ HELPERS = REFERENCE / "helpers"
 def tiny_wav2vec2(**changes) -> Wav2Vec2Model:
     """A random wav2vec2 with base-style layout (so its config can be inferred from shapes), tiny sizes."""
     torch.manual_seed(0)
-    sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=96,
-                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    sizes = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=96,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     config = Wav2Vec2Config(**{**sizes, **changes})
     return Wav2Vec2Model(config).eval()
 

@@ -293,8 +293,11 @@ NODE_CASES = [
     ("AnyTalkerImageToVideo", {"width": 96, "height": 0, "length": 0}, "give both"),
     ("AnyTalkerImageToVideo", {"width": 0, "height": 0, "length": 8}, "length is 8: use 5 or 9 (4n+1 frames"),
     ("AnyTalkerExtend", {"width": 0, "height": 0, "length": 0, "window": 10, "motion_frames": 5}, "window is 10"),
-    ("AnyTalkerLongVideo", {"width": 0, "height": 0, "length": 41, "window": 17, "motion_frames": 17},
-     "motion_frames (17) must be shorter than the window (17)"),
+    (
+        "AnyTalkerLongVideo",
+        {"width": 0, "height": 0, "length": 41, "window": 17, "motion_frames": 17},
+        "motion_frames (17) must be shorter than the window (17)",
+    ),
 ]
 
 

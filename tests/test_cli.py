@@ -43,7 +43,8 @@ def test_inspect_lists_problems_and_exits_1(tmp_path, capsys):
 
 def test_inspect_bad_file_is_one_line_and_non_zero(tmp_path):
     missing = tmp_path / "nope.pth"
-    result = subprocess.run([sys.executable, "-m", "anytalker_core", "inspect", str(missing)], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "anytalker_core", "inspect", str(missing)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: checkpoint not found: {missing}"

@@ -25,7 +25,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
 
 def fixture(name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     tensors = load_file(str(FIXTURES / f"{name}.safetensors"))
-    weights = {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
     data = {k: v for k, v in tensors.items() if not k.startswith("weights.")}
     return weights, data, json.loads((FIXTURES / f"{name}.json").read_text())
 

@@ -90,8 +90,9 @@ def test_batch_equals_single_samples(variant):
     batch["masks"][0][1] = 0  # the second sample routes only identity 1
     out = run(model, batch)
     for b in range(2):
-        single = {k: (v[b : b + 1] if isinstance(v, torch.Tensor) else [u[b : b + 1] for u in v])
-                  for k, v in batch.items()}
+        single = {
+            k: (v[b : b + 1] if isinstance(v, torch.Tensor) else [u[b : b + 1] for u in v]) for k, v in batch.items()
+        }
         assert (run(model, single) - out[b : b + 1]).abs().max() < 1e-5
 
 
@@ -100,9 +101,7 @@ def test_any_number_of_identities(variant):
     """Four people side by side: each one added changes the video (other tools stop at two)."""
     model = micro_model(variant)
     inputs = micro_inputs(model.config, identities=4, width=16)
-    outputs = [
-        run(model, dict(inputs, **{k: inputs[k][:n] for k in ("audio", "faces", "masks")})) for n in range(5)
-    ]
+    outputs = [run(model, dict(inputs, **{k: inputs[k][:n] for k in ("audio", "faces", "masks")})) for n in range(5)]
     assert all(o.shape == outputs[0].shape and torch.isfinite(o).all() for o in outputs)
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(outputs, outputs[1:]))
 

@@ -408,8 +408,12 @@ def test_the_exact_run_hands_the_model_the_schedules_timesteps_and_starts_from_t
     hostdit.attention = model.attention
     inputs = micro_inputs(model.config, identities=1)
     exact = run(model, dict(inputs, t=torch.tensor([874])))
-    packed = dict(clip_fea=inputs["clip"], anytalker_audio=torch.stack(inputs["audio"], 1),
-                  anytalker_faces=torch.stack(inputs["faces"], 1), anytalker_masks=torch.stack(inputs["masks"], 1))
+    packed = dict(
+        clip_fea=inputs["clip"],
+        anytalker_audio=torch.stack(inputs["audio"], 1),
+        anytalker_faces=torch.stack(inputs["faces"], 1),
+        anytalker_masks=torch.stack(inputs["masks"], 1),
+    )
     x = torch.cat([inputs["x"], inputs["y"]], 1)
     host_float = torch.tensor([874.6])  # sigma * 1000 as the host computes it
     got = hostdit(x, host_float, inputs["text"], transformer_options={"anytalker_timestep": 874}, **packed)

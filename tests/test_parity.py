@@ -109,7 +109,8 @@ def test_guided_first_sampling_step_matches_reference(published_file):
     t = stored["timesteps"][:1]  # int64, as the reference scheduler hands it over
     with torch.no_grad():
         cond = model(stored["in.noise"], t, text=stored["in.text"], audio=audio, **shared)
-        uncond = model(stored["in.noise"], t, text=stored["in.negative_text"],
-                       audio=[torch.zeros_like(a) for a in audio], **shared)
+        uncond = model(
+            stored["in.noise"], t, text=stored["in.negative_text"], audio=[torch.zeros_like(a) for a in audio], **shared
+        )
     guided = uncond + info["guidance"] * (cond - uncond)
     assert (guided - stored["out.pred_step0"]).abs().max().item() <= 1e-4

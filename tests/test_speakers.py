@@ -18,8 +18,15 @@ FPS = 24
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     return load_audio_encoder(Wav2Vec2Model(config).eval())
 
 
@@ -60,7 +67,9 @@ def test_pad_without_offsets_is_the_reference(encoder):
         assert torch.equal(feats, encode_audio(track, encoder, num_frames=frames))
         assert torch.equal(talking(feats), span(0, frames))  # silence features after a short track, not zeros
     assert [(s.role, s.start_frame, s.end_frame) for s in layout.speakers] == [
-        ("speaker", 0, frames_of(short)), ("speaker", 0, frames)]
+        ("speaker", 0, frames_of(short)),
+        ("speaker", 0, frames),
+    ]
 
 
 def test_pad_offset_starts_the_features_at_that_frame(encoder):
@@ -101,7 +110,10 @@ def test_concat_places_each_turn_after_the_previous_one(encoder):
     assert torch.equal(layout.features[2][n1:end], encode_audio(second, encoder)[: end - n1])
     assert talking(layout.features[1]).numel() == 0
     assert [(s.role, s.start_frame, s.end_frame) for s in layout.speakers] == [
-        ("speaker", 0, n1), ("listener", 0, 0), ("speaker", n1, end)]
+        ("speaker", 0, n1),
+        ("listener", 0, 0),
+        ("speaker", n1, end),
+    ]
 
 
 def test_concat_offset_adds_a_pause_before_the_turn(encoder):
@@ -115,8 +127,9 @@ def test_concat_offset_adds_a_pause_before_the_turn(encoder):
 
 
 def test_concat_offset_on_the_first_speaker_delays_everyone(encoder):
-    layout = arrange_speakers([voice(0.5, seed=9), voice(0.5, seed=10)], encoder, mode="concat",
-                              offsets=[0.5, 0.0], num_frames=49)
+    layout = arrange_speakers(
+        [voice(0.5, seed=9), voice(0.5, seed=10)], encoder, mode="concat", offsets=[0.5, 0.0], num_frames=49
+    )
     assert [(s.start_frame, s.end_frame) for s in layout.speakers] == [(12, 24), (24, 36)]
     assert torch.equal(talking(layout.features[0]), span(12, 24))
     assert torch.equal(talking(layout.features[1]), span(24, 36))
@@ -192,13 +205,16 @@ def test_clip_longer_than_the_maximum(encoder):
     assert "window by window" in message
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(mode="overlap"), "`mode` is 'overlap'; expected one of 'pad', 'concat'"),
-    (dict(offsets=[0.0]), "`offsets` must give one start time in seconds per person: 2 expected, got 1"),
-    (dict(offsets=[0.0, -1.0]), r"`offsets\[1\]` \(person 2\) is -1.0"),
-    (dict(offsets=0.5), "one start time in seconds per person: 2 expected, got float"),
-    (dict(fps=0), "`fps` must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mode="overlap"), "`mode` is 'overlap'; expected one of 'pad', 'concat'"),
+        (dict(offsets=[0.0]), "`offsets` must give one start time in seconds per person: 2 expected, got 1"),
+        (dict(offsets=[0.0, -1.0]), r"`offsets\[1\]` \(person 2\) is -1.0"),
+        (dict(offsets=0.5), "one start time in seconds per person: 2 expected, got float"),
+        (dict(fps=0), "`fps` must be at least 1"),
+    ],
+)
 def test_bad_arguments(encoder, kwargs, message):
     with pytest.raises(ValueError, match=message):
         arrange_speakers([voice(0.5), voice(0.5)], encoder, **kwargs)

@@ -99,6 +99,7 @@ def _tower(model: torch.nn.Module) -> torch.nn.Module:
     """The vision transformer inside ``CLIPVisionModel`` (transformers 4 nests it as ``vision_model``)."""
     return getattr(model, "vision_model", model)
 
+
 # Per-block names (after the block prefix), open-clip / Wan -> Hugging Face.
 _BLOCK_NAMES = {
     "ln_1": "layer_norm1", "ln_2": "layer_norm2", "norm1": "layer_norm1", "norm2": "layer_norm2",
@@ -120,7 +121,7 @@ def _from_visual(state: StateDict, source: str) -> StateDict:
     for key, value in state.items():
         if not key.startswith("visual."):
             continue  # the text tower, logit scale
-        name = key[len("visual."):]
+        name = key[len("visual.") :]
         m = re.match(r"transformer\.(?:resblocks\.)?(\d+)\.(.+)\.(weight|bias)$", name)
         if m:
             block, part, kind = m.groups()

@@ -81,9 +81,7 @@ def token_mask(widened: torch.Tensor, token_hw: tuple[int, int], latent_frames: 
     return resize_mask(widened, token_hw)[None].repeat(latent_frames, 1, 1)
 
 
-def y_mask_channels(
-    widened: Sequence[torch.Tensor], latent_hw: tuple[int, int], video_frames: int
-) -> torch.Tensor:
+def y_mask_channels(widened: Sequence[torch.Tensor], latent_hw: tuple[int, int], video_frames: int) -> torch.Tensor:
     """The 4 mask channels of ``y``: [4, T, lat_h, lat_w] for video_frames = 4(T-1)+1.
 
     Video frame 0 is all ones (the given picture); later frames hold the sum of everybody's widened masks

@@ -206,8 +206,7 @@ def arrange_speakers(
             placements[i] = _place(mode, waves[i], encoder, starts[i], num_frames, fps, chunk_frames)
 
     speakers = [
-        _describe(i, mode, waves[i], silent[i], talks[i], starts[i], lengths[i], num_frames, fps)
-        for i in range(people)
+        _describe(i, mode, waves[i], silent[i], talks[i], starts[i], lengths[i], num_frames, fps) for i in range(people)
     ]
     del waves  # the 16 kHz tracks are not needed for the mix
     mix = _mix(tracks, speakers, num_frames, fps, mix_rate)
@@ -232,8 +231,7 @@ def _starts(mode: str, waves: list, lengths: list[int], shifts: list[int]) -> li
     return starts
 
 
-def _frames_needed(mode: str, waves: list, starts: list[int], shifts: list[int], lengths: list[int],
-                   fps: int) -> int:
+def _frames_needed(mode: str, waves: list, starts: list[int], shifts: list[int], lengths: list[int], fps: int) -> int:
     """The clip length the audio asks for, before rounding down to 4n+1 (the reference's
     ``calculate_frame_num_from_audio`` with offsets added; silent tracks count, missing ones do not).
 
@@ -266,20 +264,36 @@ def _place(
     return Placement(states, start, min(states.frames, room))
 
 
-def _describe(index: int, mode: str, wave: torch.Tensor | None, silent: bool, talks: bool, start: int,
-              length: int, num_frames: int, fps: int) -> Speaker:
+def _describe(
+    index: int,
+    mode: str,
+    wave: torch.Tensor | None,
+    silent: bool,
+    talks: bool,
+    start: int,
+    length: int,
+    num_frames: int,
+    fps: int,
+) -> Speaker:
     """The person's role, span and report line."""
     if wave is None:
         return Speaker(index, "listener", 0, 0, 0.0, "listens (no audio track): zero features")
     seconds = wave.shape[0] / SAMPLE_RATE
     if silent:
         pause = f", a pause at frames {start}..{start + length - 1}" if mode == "concat" else ""
-        return Speaker(index, "listener", 0, 0, seconds,
-                       f"listens (its {seconds:.2f} s track is silent{pause}): zero features")
+        return Speaker(
+            index, "listener", 0, 0, seconds, f"listens (its {seconds:.2f} s track is silent{pause}): zero features"
+        )
     if not talks:
-        return Speaker(index, "listener", 0, 0, seconds,
-                       f"listens: its {seconds:.2f} s track starts at frame {start} ({start / fps:.2f} s), "
-                       "after the clip ends: zero features")
+        return Speaker(
+            index,
+            "listener",
+            0,
+            0,
+            seconds,
+            f"listens: its {seconds:.2f} s track starts at frame {start} ({start / fps:.2f} s), "
+            "after the clip ends: zero features",
+        )
     end = min(start + length, num_frames)
     note = f"speaks at frames {start}..{end - 1} ({start / fps:.2f}-{end / fps:.2f} s), a {seconds:.2f} s track"
     if start + length > num_frames:
@@ -326,7 +340,9 @@ def _name(index: int) -> str:
 
 def _check_tracks(tracks: Any) -> int:
     single = isinstance(tracks, (str, os.PathLike, Mapping)) or (
-        isinstance(tracks, tuple) and len(tracks) == 2 and isinstance(tracks[0], torch.Tensor)
+        isinstance(tracks, tuple)
+        and len(tracks) == 2
+        and isinstance(tracks[0], torch.Tensor)
         and isinstance(tracks[1], int)
     )
     if single or not isinstance(tracks, Sequence):
@@ -367,8 +383,12 @@ def _offset_frames(offsets: Sequence[float | None] | None, people: int, fps: int
     frames = []
     for i, seconds in enumerate(values):
         seconds = 0.0 if seconds is None else seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not math.isfinite(seconds) \
-                or seconds < 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, numbers.Real)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise ValueError(f"`offsets[{i}]` ({_name(i)}) is {seconds!r}; expected a start time in seconds >= 0")
         frames.append(timeline.frame_at(seconds, fps))
     return frames

@@ -32,7 +32,6 @@ VAE_STRIDE = (timeline.STRIDE, PIXELS_PER_LATENT, PIXELS_PER_LATENT)  # time, he
 MASK_CHANNELS = 4
 
 
-
 # ---------------------------------------------------------------------------------------------------- image
 
 ImageLike = Union[np.ndarray, torch.Tensor]
