@@ -71,6 +71,7 @@ class AnyTalkerEvaluate(io.ComfyNode):
 
         from ..anytalker_core.judge import JudgeError, evaluate
         from ..anytalker_core.judge.plot import message, plot
+        from .people import insightface_root
 
         given = [audio_1, audio_2, audio_3, audio_4]  # AUDIO_INPUTS of them
         while given and given[-1] is None:
@@ -86,7 +87,8 @@ class AnyTalkerEvaluate(io.ComfyNode):
                 both = "both are connected" if given else "neither is connected"
                 raise JudgeError(f"identities / audio_1...: connect the Identity chain or the audio inputs ({both})")
             voices = chain_voices(identities, mode, images.shape[0], fps) if identities is not None else given
-            report = evaluate(images, voices, speaking.strip() or None, fps, progress=progress)
+            report = evaluate(images, voices, speaking.strip() or None, fps, face_root=insightface_root(),
+                              progress=progress)  # fmt: skip
         except JudgeError as err:  # the judge sits after the render: say why on the node, never fail the video
             text = f"Cannot judge this video: {err}"
             picture = torch.from_numpy(message(str(err))).float().div(255)[None]

@@ -687,7 +687,13 @@ def test_evaluate_node_binds_the_chains_voices_to_their_faces(pack, host, monkey
     chain = nodes.AnyTalkerIdentity.execute(masks, 2, voice=said[1]).args[0]  # the right person chained first
     chain = nodes.AnyTalkerIdentity.execute(masks, 1, voice=said[0], identities=chain).args[0]
 
+    insightface = Path(sys.modules["folder_paths"].models_dir) / "insightface"  # InsightFace's models, as Face Detect
+    insightface.mkdir(parents=True, exist_ok=True)
+    tracks_module = importlib.import_module(f"{PACK}.anytalker_core.judge.tracks")
+    roots, find = [], tracks_module.find_faces
+    monkeypatch.setattr(tracks_module, "find_faces", lambda *a, **kw: roots.append(kw.get("root")) or find(*a, **kw))
     out = nodes.AnyTalkerEvaluate.execute(frames, FPS, identities=chain, mode="concat")  # the voices take turns
+    assert set(roots) == {str(insightface)}
     plot, text = out.args
     assert plot.shape[0] == 1 and plot.shape[-1] == 3 and 0 <= float(plot.min()) and float(plot.max()) <= 1
     report = json.loads(text.split("\n\n", 1)[1])

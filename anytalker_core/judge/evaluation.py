@@ -21,6 +21,7 @@ def evaluate(
     *,
     face_backend: str = "auto",
     face_threshold: float | None = None,
+    face_root: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Judge a talking video.
@@ -30,7 +31,8 @@ def evaluate(
     ``(waveform, sample_rate)`` tuple, a ComfyUI AUDIO dict, or None for a listener. Tracks must cover the video.
     speaking: per person ``[[start_s, end_s], ...]``, a JSON file or string of them, or the reference's
     ``speaker_duration.json`` (``report.read_speaking``); default: from each track's loudness.
-    face_backend, face_threshold: the face detector (``people.faces``). progress(done, total): after each frame.
+    face_backend, face_threshold, face_root: the face detector (``people.faces``; ``face_root``: InsightFace's model
+    folder). progress(done, total): after each frame.
     Returns a :class:`Report`; raises :class:`JudgeError` (a ``ValueError``) on input it cannot judge.
     """
     frames = open_video(video, fps)
@@ -42,7 +44,8 @@ def evaluate(
     voices = load_voices(audio, frames.count, frames.fps) if audio is not None else []
     if people is None and speaking is not None and _two_sided(speaking, frames.name):
         people = 2
-    tracks = track_faces(frames, people, backend=face_backend, threshold=face_threshold, progress=progress)
+    tracks = track_faces(frames, people, backend=face_backend, threshold=face_threshold, root=face_root,
+                         progress=progress)  # fmt: skip
     count, fps_used, people = tracks.frames, frames.fps, tracks.people
 
     levels = np.stack([loudness(v, count, fps_used) for v in voices], 1) if voices else np.zeros((count, 0))

@@ -73,10 +73,12 @@ def track_faces(
     *,
     backend: str = "auto",
     threshold: float | None = None,
+    root: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FaceTracks:
     """Detect, follow and mesh ``people`` faces through ``frames`` (None: as many as the first frame with faces
-    shows). ``progress(done, total)`` is called after every frame."""
+    shows). ``root``: InsightFace's model folder (``people.faces.find_faces``). ``progress(done, total)`` is called
+    after every frame."""
     count = frames.count
     boxes = np.full((count, people or 0, 4), np.nan, np.float32)
     points = np.full((count, people or 0, MESH_POINTS, 2), np.nan, np.float32)
@@ -87,7 +89,7 @@ def track_faces(
         if t >= count:
             break
         seen += 1
-        detection = find_faces(rgb, backend=backend, threshold=threshold)
+        detection = find_faces(rgb, backend=backend, threshold=threshold, root=root)
         backend = detection.backend  # "auto" decides once, on the first frame
         faces = sorted(detection.faces, key=lambda f: -(f.raw_box[2] - f.raw_box[0]) * (f.raw_box[3] - f.raw_box[1]))
         found[t] = len(faces)
