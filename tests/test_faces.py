@@ -16,7 +16,7 @@ from PIL import Image
 
 import anytalker_core as at
 from anytalker_core import demo
-from anytalker_core.people import faces
+from anytalker_core.people import face_detectors, faces
 from anytalker_core.people.faces import FaceError, detect_faces, find_faces
 from golden import SHARED, requires_shared
 
@@ -58,7 +58,7 @@ def no_insightface(monkeypatch, tmp_path):
     """Keep every test off InsightFace unless it installs a fake one itself: a developer machine with real
     InsightFace models must not change what these tests check ("auto" is YuNet here)."""
     monkeypatch.setitem(sys.modules, "insightface", None)  # import insightface -> ImportError
-    monkeypatch.delenv(faces.INSIGHTFACE_ENV, raising=False)
+    monkeypatch.delenv(face_detectors.INSIGHTFACE_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
@@ -122,7 +122,7 @@ def test_a_closeup_is_found(face, margin):
     picture = demo_picture()
     image = closeup(picture, find_faces(picture).raw_boxes[face], margin, 1024)
     result = find_faces(image)
-    assert result.extra["passes"][1] == (faces.YUNET_SMALL_SIDE, 1)
+    assert result.extra["passes"][1] == (face_detectors.YUNET_SMALL_SIDE, 1)
     (x0, y0, x1, y1), (score,) = result.raw_boxes[0], result.scores
     assert len(result.boxes) == 1 and score > 0.9
     assert x1 - x0 > 1024 / 2 and y1 - y0 > 1024 / 2, "the whole face, not a part of it"
@@ -145,10 +145,10 @@ def test_threshold_drops_parts_of_a_face_and_keeps_the_face():
     chin); the default 0.8 drops them, true faces score 0.9+."""
     picture = demo_picture()
     image = closeup(picture, find_faces(picture).raw_boxes[0], 1.1, 1024)
-    parts = faces._yunet_pass(image, 1024, 0.5)
+    parts = face_detectors._yunet_pass(image, 1024, 0.5)
     assert parts and all(0.5 <= s < faces.DEFAULT_THRESHOLDS["yunet"] for _, s, _ in parts)
-    assert faces._yunet_pass(image, 1024, faces.DEFAULT_THRESHOLDS["yunet"]) == []
-    assert len(faces._yunet_pass(image, 320, 0.8)) == 1  # the whole face, at a small size
+    assert face_detectors._yunet_pass(image, 1024, faces.DEFAULT_THRESHOLDS["yunet"]) == []
+    assert len(face_detectors._yunet_pass(image, 320, 0.8)) == 1  # the whole face, at a small size
     assert find_faces(image, threshold=0.99).boxes == []  # above every score
 
 
@@ -165,7 +165,7 @@ def test_thin_pictures_give_no_garbage():
     rng = np.random.default_rng(0)
     picture = demo_picture()
     for k in range(20):
-        faces._yunet_pass(picture, 384, 0.5)
+        face_detectors._yunet_pass(picture, 384, 0.5)
         for height, width in ((16, 640), (32, 320), (320, 32), (64, 64)):
             empty = rng.integers(0, 255, (height, width, 3), dtype=np.uint8) if k % 2 else np.zeros((height, width, 3))
             assert find_faces(empty.astype(np.uint8)).boxes == [], (height, width)
@@ -179,7 +179,7 @@ def fake_passes(monkeypatch, by_side):
         asked.append(side)
         return [(b, s, None) for b, s in by_side.get(side, []) if s >= threshold]
 
-    monkeypatch.setattr(faces, "_yunet_pass", run)
+    monkeypatch.setattr(face_detectors, "_yunet_pass", run)
     return asked
 
 
@@ -209,11 +209,12 @@ def test_second_pass_runs_when_faces_are_missing_or_too_large(monkeypatch):
 def test_first_pass_is_the_pictures_own_size_up_to_a_limit(monkeypatch):
     asked = fake_passes(monkeypatch, {})
     find_faces(np.zeros((1200, 4000, 3), np.uint8))
-    assert asked == [faces.YUNET_MAX_SIDE, faces.YUNET_SMALL_SIDE]
+    assert asked == [face_detectors.YUNET_MAX_SIDE, face_detectors.YUNET_SMALL_SIDE]
 
 
+HAAR_FOLDER = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "/nonexistent")
 requires_cascade = pytest.mark.skipif(
-    not (Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "/nonexistent") / faces.HAAR_FILE).is_file(),
+    not (HAAR_FOLDER / face_detectors.HAAR_FILE).is_file(),
     reason=f"OpenCV {cv2.__version__} ships no Haar cascade (OpenCV 5 wheels); its refusal is tested below",
 )
 
@@ -276,18 +277,18 @@ def test_old_opencv_names_the_fix(monkeypatch):
 
 
 def test_the_model_file_ships_with_its_licence():
-    folder = faces.YUNET_FILE.parent
-    assert faces.YUNET_FILE.stat().st_size == 232_589
+    folder = face_detectors.YUNET_FILE.parent
+    assert face_detectors.YUNET_FILE.stat().st_size == 232_589
     assert "Apache License" in (folder / "LICENSE").read_text()
     assert "Apache License 2.0" in (folder / "README.md").read_text()
-    assert faces.yunet_status() == ""
+    assert face_detectors.yunet_status() == ""
 
 
 def fake_detector(monkeypatch, boxes, scores=None):
     def detect(rgb, threshold):
         return list(boxes), list(scores or [1.0] * len(boxes)), "fake"
 
-    monkeypatch.setattr(faces, "_haar_detect", detect)
+    monkeypatch.setattr(faces, "haar_detect", detect)
 
 
 def test_n_selection_and_order(monkeypatch):
@@ -339,7 +340,7 @@ def test_argument_validation():
 
 
 def test_missing_cascade_names_the_fix(monkeypatch, tmp_path):
-    faces._haar_cascade.cache_clear()
+    face_detectors._haar_cascade.cache_clear()
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
     try:
         with pytest.raises(FaceError, match="opencv-python-headless>=4.8,<5") as info:
@@ -347,7 +348,7 @@ def test_missing_cascade_names_the_fix(monkeypatch, tmp_path):
         assert "OpenCV 5" in str(info.value) and 'backend="yunet"' in str(info.value)
         assert detect_faces(np.zeros((64, 64, 3), np.uint8)) == []  # the default never needs the cascade
     finally:
-        faces._haar_cascade.cache_clear()
+        face_detectors._haar_cascade.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------- insightface
@@ -374,7 +375,7 @@ def install_fake_insightface(monkeypatch, dets, kps=None):
     module.model_zoo = zoo
     monkeypatch.setitem(sys.modules, "insightface", module)
     monkeypatch.setitem(sys.modules, "insightface.model_zoo", zoo)
-    faces._insightface_model.cache_clear()
+    face_detectors._insightface_model.cache_clear()
 
 
 def test_insightface_used_by_auto_when_present(monkeypatch, tmp_path, caplog):
@@ -395,7 +396,7 @@ def test_insightface_used_by_auto_when_present(monkeypatch, tmp_path, caplog):
     assert "insightface found 2" in caplog.text
     assert len(detect_faces(image, threshold=0.05, root=tmp_path)) == 3
     assert len(detect_faces(image, threshold=0.5, root=tmp_path)) == 1
-    monkeypatch.setenv(faces.INSIGHTFACE_ENV, str(tmp_path))  # the env var finds it too
+    monkeypatch.setenv(face_detectors.INSIGHTFACE_ENV, str(tmp_path))  # the env var finds it too
     assert find_faces(image, backend="insightface").backend == "insightface"
 
 
@@ -404,7 +405,7 @@ def test_insightface_without_models_falls_back_to_yunet(monkeypatch, tmp_path, c
     image = np.zeros((64, 64, 3), np.uint8)
     with caplog.at_level(logging.INFO, logger="AnyTalker"):
         result = find_faces(image, root=tmp_path / "empty")
-    assert result.backend == "yunet" and result.detector == str(faces.YUNET_FILE)
+    assert result.backend == "yunet" and result.detector == str(face_detectors.YUNET_FILE)
     assert "no InsightFace detector model" in result.note and "nothing is downloaded" in result.note
     assert "using YuNet" in caplog.text
     with pytest.raises(FaceError, match='backend="insightface" cannot run: no InsightFace detector model'):
