@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from anytalker_core.people.masks import y_mask_channels
 from anytalker_core.people.preview import PALETTE, preview
+from anytalker_core.people.regions import label_regions
 from anytalker_core.people.routing import (
     Routing,
     RoutingError,
-    label_regions,
     parse_order,
     route_from_boxes,
     route_from_masks,

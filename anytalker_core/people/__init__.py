@@ -6,6 +6,7 @@
 - :mod:`.speakers`: every person's track on the clip's timeline (``pad`` / ``concat``, offsets, listeners);
 - :mod:`.faces`: face detection (one square box per person, left to right), its backends in :mod:`.face_detectors`;
 - :mod:`.masks`: the reference's face-mask geometry (square box, widening, token masks, ``y`` mask channels);
-- :mod:`.routing`: faces (found, boxes or painted masks) -> a :class:`~.routing.Routing` of voices to faces;
+- :mod:`.routing`: faces (found, boxes or painted masks) -> a :class:`~.routing.Routing` of voices to faces (a
+  painted mask of several people split by :mod:`.regions`);
 - :mod:`.preview`: a picture of who drives which face.
 """

@@ -77,8 +77,14 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def token_mask(widened: torch.Tensor, token_hw: tuple[int, int], latent_frames: int) -> torch.Tensor:
-    """One person's token mask [T, h, w]: the widened mask resized to the token grid, the same in every frame."""
-    return resize_mask(widened, token_hw)[None].repeat(latent_frames, 1, 1)
+    """One person's token mask [T, h, w]: the widened mask resized to the token grid, the same in every frame.
+
+    A moving mask (``widened`` [F, H, W], one per video frame): each video frame resized, and latent frame j takes
+    the union (max) of its video frames (``timeline.video_span``), so a face moving within them stays covered."""
+    if widened.dim() == 2:
+        return resize_mask(widened, token_hw)[None].repeat(latent_frames, 1, 1)
+    per_frame = F.interpolate(widened[:, None], size=token_hw, mode="bilinear", align_corners=False)[:, 0]
+    return torch.stack([per_frame[timeline.video_span(j)].amax(0) for j in range(latent_frames)])
 
 
 def y_mask_channels(widened: Sequence[torch.Tensor], latent_hw: tuple[int, int], video_frames: int) -> torch.Tensor:
@@ -86,9 +92,12 @@ def y_mask_channels(widened: Sequence[torch.Tensor], latent_hw: tuple[int, int],
 
     Video frame 0 is all ones (the given picture); later frames hold the sum of everybody's widened masks
     resized to the latent grid. Frame 0 is repeated 4 times, then 4 video frames go to each latent frame.
+    Moving masks ([video_frames, H, W], mixed with still ones): each video frame's own sum.
     """
     timeline.check_frames(video_frames, "video_frames")
     stride = timeline.STRIDE
+    if any(m.dim() == 3 for m in widened):
+        return _moving_y_channels(widened, latent_hw, video_frames)
     everyone = torch.zeros(widened[0].shape)
     for mask in widened:  # summed in order, as the reference does
         everyone += mask
@@ -97,3 +106,15 @@ def y_mask_channels(widened: Sequence[torch.Tensor], latent_hw: tuple[int, int],
     frames[1:] = resize_mask(everyone, latent_hw)
     frames = torch.cat([frames[:1].repeat(stride, 1, 1), frames[1:]])  # [4T, lat_h, lat_w]
     return frames.view(-1, stride, *latent_hw).transpose(0, 1)
+
+
+def _moving_y_channels(widened: Sequence[torch.Tensor], latent_hw: tuple[int, int], video_frames: int) -> torch.Tensor:
+    """:func:`y_mask_channels` when some masks move: the sum per video frame, then the same packing."""
+    stride = timeline.STRIDE
+    everyone = torch.zeros(video_frames, *widened[0].shape[-2:])
+    for mask in widened:
+        everyone += mask if mask.dim() == 3 else mask[None]
+    frames = F.interpolate(everyone[:, None], size=latent_hw, mode="bilinear", align_corners=False)[:, 0]
+    frames[0] = 1.0
+    frames = torch.cat([frames[:1].repeat(stride, 1, 1), frames[1:]])
+    return frames.view(-1, stride, *latent_hw).transpose(0, 1).contiguous()

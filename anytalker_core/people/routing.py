@@ -14,7 +14,7 @@ Rules (the reference's, see "Face routing" in the model spec, plus ours for what
 - With ``speakers=n`` only the n largest faces are routed, still left to right; people with no voice get none.
 - ``order="2,1"`` then re-binds voices to faces: voice i goes to face ``order[i]``.
 - Each square box is filled, widened 1.2x in width and 1.1x in height, and resized (bilinear) to the token grid
-  ``(H/16, W/16)`` of the video (``routing.py``, exact to the reference's fixtures).
+  ``(H/16, W/16)`` of the video (``masks.py``, exact to the reference's fixtures).
 - The face crop for the image encoder is the square box cut from the image at integer bounds, unwidened: the
   reference's ``expand_bbox_and_crop_image(img, box, 1, 1)``.
 - Moving masks: latent frame 0 takes video frame 0; latent frame j >= 1 covers video frames 4(j-1)+1 .. 4j (the
@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from .. import timeline
 from ..images import as_rgb
 from .masks import WIDEN, Box, box_mask, square_box, token_mask, widen_mask, y_mask_channels
+from .regions import split_regions
 
 TOKEN_STRIDE = 16  # video pixels per token cell (VAE 8 x patch 2)
 OVERLAP_WARN = 0.30  # warn when two face boxes share more than this share of the smaller one
-SPECK_SHARE = 0.02  # when splitting a mask, regions under this share of the largest one are ignored (stray paint)
 WEAK_TOKEN = 0.5  # warn when a face's strongest token-mask value is below this
 
 
@@ -133,72 +133,6 @@ def parse_order(order: str | Sequence[int] | None, n: int) -> list[int] | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# connected regions
-
-
-def label_regions(mask: np.ndarray) -> list[np.ndarray]:
-    """Split a boolean [H, W] mask into its 8-connected regions, ordered left to right by their left edge (ties:
-    top first). Union-find over row runs, so large masks stay fast without scipy."""
-    mask = np.asarray(mask, dtype=bool)
-    height = mask.shape[0]
-    padded = np.zeros((height, mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    runs: list[tuple[int, int, int]] = []  # (row, start, end exclusive)
-    row_runs: list[list[int]] = []
-    for r in range(height):
-        starts, ends = np.flatnonzero(edges[r] == 1), np.flatnonzero(edges[r] == -1)
-        row_runs.append(list(range(len(runs), len(runs) + len(starts))))
-        runs.extend((r, int(s), int(e)) for s, e in zip(starts, ends))
-    parent = list(range(len(runs)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for r in range(1, height):
-        above, here = row_runs[r - 1], row_runs[r]
-        j = 0
-        for i in here:
-            _, s, e = runs[i]
-            while j < len(above) and runs[above[j]][2] < s:  # ends before this run starts (8-connected)
-                j += 1
-            k = j
-            while k < len(above) and runs[above[k]][1] <= e:  # starts at most one past this run's end
-                a, b = find(i), find(above[k])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-                k += 1
-    groups: dict[int, list[int]] = {}
-    for i in range(len(runs)):
-        groups.setdefault(find(i), []).append(i)
-    regions = []
-    for members in groups.values():
-        region = np.zeros_like(mask)
-        for i in members:
-            r, s, e = runs[i]
-            region[r, s:e] = True
-        regions.append(region)
-    return sorted(regions, key=lambda m: (np.flatnonzero(m.any(0))[0], np.flatnonzero(m.any(1))[0]))
-
-
-def _split(binary: np.ndarray, what: str, warnings: list[str]) -> list[np.ndarray]:
-    regions = label_regions(binary)
-    if not regions:
-        return []
-    largest = max(int(r.sum()) for r in regions)
-    kept = [r for r in regions if r.sum() >= SPECK_SHARE * largest]
-    if len(kept) < len(regions):
-        warnings.append(
-            f"{what}: ignored {len(regions) - len(kept)} stray region(s) smaller than "
-            f"{SPECK_SHARE:.0%} of the largest one"
-        )
-    return kept
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # geometry
 
 
@@ -232,29 +166,6 @@ def _overlaps(face_masks: list[torch.Tensor], faces: list[int]) -> list[str]:
     return out
 
 
-def _token_masks(
-    widened: torch.Tensor, token_hw: tuple[int, int], latent_frames: int, video_frames: int
-) -> torch.Tensor:
-    """widened: [H, W] (static) or [video_frames, H, W] -> [T, th, tw]."""
-    if widened.dim() == 2:
-        return token_mask(widened, token_hw, latent_frames)
-    per_frame = F.interpolate(widened[:, None], size=token_hw, mode="bilinear", align_corners=False)[:, 0]
-    return torch.stack([per_frame[timeline.video_span(j)].amax(0) for j in range(latent_frames)])
-
-
-def _y_channels(widened: list[torch.Tensor], latent_hw: tuple[int, int], video_frames: int) -> torch.Tensor:
-    """The y mask channels; static masks go through routing.y_mask_channels (exact to the reference)."""
-    if all(m.dim() == 2 for m in widened):
-        return y_mask_channels(widened, latent_hw, video_frames)
-    everyone = torch.zeros(video_frames, *widened[0].shape[-2:])
-    for mask in widened:
-        everyone += mask if mask.dim() == 3 else mask[None]
-    frames = F.interpolate(everyone[:, None], size=latent_hw, mode="bilinear", align_corners=False)[:, 0]
-    frames[0] = 1.0
-    frames = torch.cat([frames[:1].repeat(4, 1, 1), frames[1:]])
-    return frames.view(-1, 4, *latent_hw).transpose(0, 1).contiguous()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the two entry points
 
@@ -278,7 +189,7 @@ def _build(
         wide = torch.stack([widen_mask(m, *WIDEN) for m in masks])
         if len(boxes) == 1:
             masks, wide = masks[0], wide[0]
-        tok = _token_masks(wide, token_hw, latent_frames, video_frames)
+        tok = token_mask(wide, token_hw, latent_frames)
         x0, y0, x1, y1 = boxes[0]
         if float(tok.flatten(1).amax(1).min()) == 0.0:
             raise RoutingError(
@@ -297,7 +208,7 @@ def _build(
         widened.append(wide)
         tokens.append(tok)
     warnings.extend(_overlaps(face_masks, faces))
-    y = _y_channels(widened, latent_hw, video_frames)
+    y = y_mask_channels(widened, latent_hw, video_frames)
     picks = parse_order(order, len(faces))
     if picks is None:
         picks = list(range(len(faces)))
@@ -460,7 +371,7 @@ def route_from_masks(
     if split:
         frames = binary(mask_list[0])
         per_frame = [
-            _split(f, "mask" if len(frames) == 1 else f"mask frame {k}", warnings) for k, f in enumerate(frames)
+            split_regions(f, "mask" if len(frames) == 1 else f"mask frame {k}", warnings) for k, f in enumerate(frames)
         ]
         if not per_frame[0]:
             raise RoutingError("masks: the mask is empty (no pixel above 0.5); paint each speaker's face")
