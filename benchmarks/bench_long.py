@@ -39,7 +39,7 @@ def child(config: str, windows: int, steps: int, out: str) -> None:
     import torch
 
     from anytalker_core import demo
-    from anytalker_core.cli import _conversation
+    from anytalker_core.cli.render import conversation
     from anytalker_core.pipeline import render
     from anytalker_core.pipeline.memory import lean_heap
 
@@ -51,7 +51,7 @@ def child(config: str, windows: int, steps: int, out: str) -> None:
         models, window, size = real_block_models(), 17, (128, 224)
     motion = 5
     frames = window + (windows - 1) * (window - motion)
-    audio, _ = _conversation(frames / 24 + 0.1)
+    audio, _ = conversation(frames / 24 + 0.1)
     start = time.perf_counter()
     result = render(models, demo.IMAGE, audio, demo.PROMPT, out, overwrite=True, window=window, motion_frames=motion,
                     mode="pad", num_frames=frames, size=size, steps=steps, seed=0, device="cpu")  # fmt: skip

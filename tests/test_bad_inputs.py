@@ -259,7 +259,7 @@ def test_the_demo_replaces_its_own_default_output(tmp_path, monkeypatch, capsys)
         Path(args.out).write_bytes(b"video")
         return 0
 
-    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setattr(cli.render, "run", run)
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--steps", "1"]) == 0
     assert main(["demo", "--steps", "1"]) == 0  # a re-run replaces its own output
