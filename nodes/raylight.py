@@ -139,6 +139,11 @@ def load_on_worker(previous: Any, pack_dir: str, package: str, path: str, weight
 
     if package not in sys.modules:
         init = os.path.join(pack_dir, "__init__.py")
+        if not os.path.isfile(init):
+            raise FileNotFoundError(
+                f"the AnyTalker pack is not at {pack_dir} on the machine of this Ray worker: install it at the same "
+                "path on every machine of the cluster (Raylight reads the model files by path the same way)"
+            )
         spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[pack_dir])
         module = importlib.util.module_from_spec(spec)
         sys.modules[package] = module

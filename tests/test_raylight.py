@@ -232,3 +232,10 @@ def test_a_workers_error_reaches_the_artist_in_one_line(pack, monkeypatch, tmp_p
     with pytest.raises(RuntimeError) as err:
         raylight.AnyTalkerRayModelLoader.execute((actors, None), "anytalker.safetensors", "default")
     assert str(err.value) == f"loading anytalker.safetensors on the Ray workers failed: {heads}"
+
+
+def test_a_worker_without_the_pack_says_where_it_looked(pack, tmp_path):
+    _, raylight = pack
+    with pytest.raises(FileNotFoundError, match=r"not at .*elsewhere on the machine of this Ray worker: install it"):
+        raylight.load_on_worker(None, str(tmp_path / "elsewhere"), "AnyTalker_missing", "x.safetensors", "default", 1)
+    assert "AnyTalker_missing" not in sys.modules
