@@ -14,11 +14,11 @@ from typing import Any, Callable
 import torch
 
 from .flags import (
-    DTYPES,
     check_device,
     check_model_file,
     check_number,
     check_render_flags,
+    device_options,
     parse_size,
     sp_option,
     window_options,
@@ -66,14 +66,7 @@ def add_batch_parser(commands: Any) -> None:
     every.add_argument("--face-backend", default="auto", choices=BACKENDS, help="face detector (default auto)")
     window_options(batch)
     workers = batch.add_argument_group("workers")
-    workers.add_argument("--device", default=None, help="cuda, cpu... (default: cuda when available)")
-    workers.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default=None,
-        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)",
-    )
-    workers.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+    device_options(workers, "cuda, cpu... (default: cuda when available)")
     workers.add_argument(
         "--workers",
         type=int,

@@ -162,6 +162,14 @@ def window_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def device_options(group: Any, device_help: str) -> None:
+    """``--device``, ``--dtype`` and ``--no-offload``, as ``generate`` and ``batch`` take them."""
+    group.add_argument("--device", default=None, help=device_help)
+    group.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                       help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)")  # fmt: skip
+    group.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+
+
 def sp_option(parser: Any, more: str = "") -> None:
     parser.add_argument("--sp", type=int, default=1, metavar="N",
                         help="split every model call by latent frames over N processes (GPUs) started with "

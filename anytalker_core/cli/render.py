@@ -27,6 +27,7 @@ from .flags import (
     check_out,
     check_render_flags,
     check_windows,
+    device_options,
     parse_faces,
     parse_offsets,
     parse_size,
@@ -151,14 +152,7 @@ def add_parsers(commands: Any) -> None:
     sampling.add_argument("--max-area", type=int, default=None, help="pixels per frame (default 832*480)")
     window_options(gen)
     device = gen.add_argument_group("device")
-    device.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
-    device.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default=None,
-        help="DiT weights dtype (default: bf16 on a GPU, fp32 on the CPU)",
-    )
-    device.add_argument("--no-offload", action="store_true", help="keep every model on the device (more memory)")
+    device_options(device, "cuda, cuda:1, cpu... (default: cuda when available)")
     sp_option(device)
 
 
