@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 from pathlib import Path
 
 
@@ -24,7 +23,7 @@ def main() -> int:
     parser.add_argument("--comfy", type=Path, required=True)
     comfy_dir = parser.parse_args().comfy
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from host_seams import load_smoke_model
+    from host_seams import load_smoke_model, smoke_conds
 
     patcher = load_smoke_model(comfy_dir, "AnyTalker_cfg")
     import comfy.multigpu
@@ -33,26 +32,7 @@ def main() -> int:
 
     other = torch.device("cpu", 0)
     clone = patcher.deepclone_multigpu(new_load_device=other)
-    cfg = patcher.model.diffusion_model.config
-
-    g = torch.Generator().manual_seed(0)
-    frames, h, w, people = 3, 8, 12, 2
-    noise = torch.randn(1, 16, frames, h, w, generator=g)
-    masks = torch.zeros(1, people, frames, h // 2, w // 2)
-    masks[:, 0, :, 1:3, 0:2], masks[:, 1, :, 1:3, 3:5] = 1.0, 1.0
-    audio = torch.randn(1, people, 4 * (frames - 1) + 1, 5, 12, 768, generator=g)
-    picture = types.SimpleNamespace(penultimate_hidden_states=torch.randn(1, 257, cfg.clip_dim, generator=g))
-    shared = dict(
-        clip_vision_output=picture, concat_latent_image=torch.randn(1, 16, frames, h, w, generator=g),
-        anytalker_y_mask=torch.ones(1, 4, frames, h, w),
-        anytalker_faces=torch.randn(1, people, 257, cfg.clip_dim, generator=g), anytalker_masks=masks,
-    )  # fmt: skip
-    positive = [[torch.randn(1, 20, cfg.text_dim, generator=g), dict(shared, anytalker_audio=audio)]]
-    negative = [[torch.randn(1, 20, cfg.text_dim, generator=g), dict(shared, anytalker_audio=torch.zeros_like(audio))]]
-    conds = []
-    for kind, cond in (("positive", positive), ("negative", negative)):
-        converted = comfy.sampler_helpers.convert_cond(cond)
-        conds.append(comfy.samplers.encode_model_conds(patcher.model.extra_conds, converted, noise, "cpu", kind))
+    conds, x, audio = smoke_conds(patcher)
 
     seen = {}  # device -> the voices' sums the model got there
 
@@ -70,7 +50,6 @@ def main() -> int:
         p.model.current_patcher = p
     watch(patcher, "cpu")
     watch(clone, other)
-    x = torch.randn(1, 16, frames, h, w, generator=g)
     sigma = torch.tensor([0.6])
     options = {"transformer_options": {"sample_sigmas": torch.tensor([1.0, 0.6, 0.0])}}
     with torch.inference_mode():

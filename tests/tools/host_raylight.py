@@ -34,8 +34,9 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # host_seams, also in the spawned ranks
 ALIAS = "AnyTalker_ray"  # the name the "host" imported the pack under
-FRAMES, H, W, PEOPLE = 5, 8, 12, 2  # 5 latent frames: 3 + 2 over two sequence ranks
+FRAMES = 5  # latent frames: 3 + 2 over two sequence ranks
 
 
 def say(line: str) -> None:
@@ -52,39 +53,15 @@ def host(comfy_dir: Path) -> None:
     comfy.options.enable_args_parsing()
 
 
-def conditioning(cfg):
-    """The positive and the negative (the negative's voices zero, as AnyTalker Image To Video makes them)."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    masks = torch.zeros(1, PEOPLE, FRAMES, H // 2, W // 2)
-    masks[:, 0, :, 1:3, 0:2], masks[:, 1, :, 1:3, 3:5] = 1.0, 1.0
-    audio = torch.randn(1, PEOPLE, 4 * (FRAMES - 1) + 1, 5, 12, 768, generator=g)
-    picture = types.SimpleNamespace(penultimate_hidden_states=torch.randn(1, 257, cfg.clip_dim, generator=g))
-    shared = dict(
-        clip_vision_output=picture, concat_latent_image=torch.randn(1, 16, FRAMES, H, W, generator=g),
-        anytalker_y_mask=torch.ones(1, 4, FRAMES, H, W),
-        anytalker_faces=torch.randn(1, PEOPLE, 257, cfg.clip_dim, generator=g), anytalker_masks=masks,
-    )  # fmt: skip
-    positive = [[torch.randn(1, 20, cfg.text_dim, generator=g), dict(shared, anytalker_audio=audio)]]
-    negative = [[torch.randn(1, 20, cfg.text_dim, generator=g), dict(shared, anytalker_audio=torch.zeros_like(audio))]]
-    return positive, negative, torch.randn(1, 16, FRAMES, H, W, generator=g)
-
-
 def predict(patcher, options: dict):
     """One sampling step's model call for cond and uncond (the host batches them into one forward)."""
     import comfy.model_patcher
     import comfy.sampler_helpers
     import comfy.samplers
     import torch
+    from host_seams import smoke_conds
 
-    positive, negative, x = conditioning(patcher.model.diffusion_model.config)
-    conds = [
-        comfy.samplers.encode_model_conds(
-            patcher.model.extra_conds, comfy.sampler_helpers.convert_cond(c), x, "cpu", kind
-        )
-        for c, kind in ((positive, "positive"), (negative, "negative"))
-    ]
+    conds, x, _ = smoke_conds(patcher, frames=FRAMES)
     patcher.model.current_patcher = patcher
     options = comfy.model_patcher.create_model_options_clone(options)
     options.setdefault("transformer_options", {})["sample_sigmas"] = torch.tensor([1.0, 0.6, 0.0])
@@ -231,8 +208,6 @@ def main() -> int:
         parser.error(f"--raylight {args.raylight}: no src/raylight/distributed_modules/usp.py there")
     import cloudpickle
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from host_seams import load_smoke_model
 
     patcher = load_smoke_model(args.comfy, "AnyTalker_ray_reference")

@@ -232,6 +232,37 @@ def load_smoke_model(comfy_dir: Path, alias: str):
     return nodes_model.load_model(str(comfy_dir / "models" / "anytalker" / "anytalker_smoke.safetensors"))
 
 
+def smoke_conds(patcher, frames: int = 3, height: int = 8, width: int = 12, people: int = 2) -> tuple:
+    """A positive and a negative for the smoke DiT as the host's sampler holds them (encoded through the model's
+    ``extra_conds``), two people whose AnyTalker conditioning differs only in the voices (the negative's are zero,
+    as AnyTalker Image To Video makes them). Returns (conds, a latent [1, 16, frames, height, width], the voices)."""
+    import types
+
+    import comfy.sampler_helpers
+    import comfy.samplers
+    import torch
+
+    cfg = patcher.model.diffusion_model.config
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(1, people, frames, height // 2, width // 2)
+    masks[:, 0, :, 1:3, 0:2], masks[:, 1, :, 1:3, 3:5] = 1.0, 1.0
+    audio = torch.randn(1, people, 4 * (frames - 1) + 1, 5, 12, 768, generator=g)
+    picture = types.SimpleNamespace(penultimate_hidden_states=torch.randn(1, 257, cfg.clip_dim, generator=g))
+    shared = dict(
+        clip_vision_output=picture, concat_latent_image=torch.randn(1, 16, frames, height, width, generator=g),
+        anytalker_y_mask=torch.ones(1, 4, frames, height, width),
+        anytalker_faces=torch.randn(1, people, 257, cfg.clip_dim, generator=g), anytalker_masks=masks,
+    )  # fmt: skip
+    voices = {"positive": audio, "negative": torch.zeros_like(audio)}
+    latent = torch.randn(1, 16, frames, height, width, generator=g)
+    conds = []
+    for kind, voice in voices.items():
+        cond = [[torch.randn(1, 20, cfg.text_dim, generator=g), dict(shared, anytalker_audio=voice)]]
+        converted = comfy.sampler_helpers.convert_cond(cond)
+        conds.append(comfy.samplers.encode_model_conds(patcher.model.extra_conds, converted, latent, "cpu", kind))
+    return conds, latent, audio
+
+
 def inproc(comfy_dir: Path) -> int:
 
     import torch
