@@ -4,6 +4,8 @@ Only for tests on machines without ComfyUI: it records what ``define_schema`` de
 the real ``io`` classes use (``id``, ``tooltip``, ``optional``, ``default``, ``min``, ``max``, ``step``,
 ``options``, ``control_after_generate``), so :func:`schema_dict` reads both the same way. The real host was
 checked against the committed snapshot by hand (see the README's "Verified hosts").
+
+:func:`install_comfy` adds the slice of ``comfy`` that the MODEL's forward touches (wrappers, attention).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import types
 from pathlib import Path
 from typing import Any
+
+import torch.nn.functional as F
 
 
 class _Input:
@@ -118,3 +122,65 @@ def schema_dict(node: type) -> dict[str, Any]:
         "node_id": schema.node_id, "display_name": schema.display_name, "category": schema.category,
         "description": schema.description, "inputs": inputs, "outputs": outputs,
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------ the slice of ``comfy`` HostDiT touches
+
+
+def patcher_extension() -> types.ModuleType:
+    ext = types.ModuleType("comfy.patcher_extension")
+    ext.WrappersMP = types.SimpleNamespace(DIFFUSION_MODEL="diffusion_model", OUTER_SAMPLE="outer_sample")
+
+    def get_all_wrappers(kind, transformer_options):
+        return [w for ws in transformer_options.get("wrappers", {}).get(kind, {}).values() for w in ws]
+
+    class WrapperExecutor:
+        def __init__(self, original, class_obj, wrappers, idx):
+            self.original, self.class_obj, self.wrappers, self.idx = original, class_obj, wrappers, idx
+
+        def __call__(self, *args, **kwargs):  # a wrapper calls its executor to go on down the chain
+            return self.execute(*args, **kwargs)
+
+        def execute(self, *args, **kwargs):
+            if self.idx == len(self.wrappers):
+                return self.original(*args, **kwargs)
+            following = WrapperExecutor(self.original, self.class_obj, self.wrappers, self.idx + 1)
+            return self.wrappers[self.idx](following, *args, **kwargs)
+
+        @classmethod
+        def new_class_executor(cls, original, class_obj, wrappers, idx=0):
+            return cls(original, class_obj, wrappers, idx)
+
+    ext.get_all_wrappers, ext.WrapperExecutor = get_all_wrappers, WrapperExecutor
+    return ext
+
+
+def attention_module() -> types.ModuleType:
+    module = types.ModuleType("comfy.ldm.modules.attention")
+
+    def sdpa(q, k, v, heads, mask=None, **_):
+        b, lq, inner = q.shape
+        q, k, v = (t.view(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, lq, inner)
+
+    def optimized_attention(q, k, v, heads, mask=None, transformer_options=None, **kwargs):
+        override = (transformer_options or {}).get("optimized_attention_override")
+        if override is not None:
+            return override(sdpa, q, k, v, heads, mask=mask, transformer_options=transformer_options, **kwargs)
+        return sdpa(q, k, v, heads, mask=mask)
+
+    module.optimized_attention = optimized_attention
+    return module
+
+
+def install_comfy(monkeypatch) -> None:
+    """``comfy.patcher_extension`` (wrappers) and ``comfy.ldm.modules.attention`` (``optimized_attention`` with
+    the override) stand-ins in ``sys.modules`` (undone by ``monkeypatch``): what ``nodes/model.py`` calls."""
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = []
+    modules = {"comfy": comfy, "comfy.patcher_extension": patcher_extension(),
+               "comfy.ldm": types.ModuleType("comfy.ldm"), "comfy.ldm.modules": types.ModuleType("comfy.ldm.modules"),
+               "comfy.ldm.modules.attention": attention_module()}  # fmt: skip
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    modules["comfy.ldm.modules"].attention = modules["comfy.ldm.modules.attention"]

@@ -12,12 +12,10 @@ import copy
 import importlib
 import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import hoststub
 from micro import micro_inputs, micro_model
@@ -26,64 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 PACK = "ComfyUI_AnyTalker_seams"
 
 
-def _patcher_extension() -> types.ModuleType:
-    ext = types.ModuleType("comfy.patcher_extension")
-    ext.WrappersMP = types.SimpleNamespace(DIFFUSION_MODEL="diffusion_model", OUTER_SAMPLE="outer_sample")
-
-    def get_all_wrappers(kind, transformer_options):
-        return [w for ws in transformer_options.get("wrappers", {}).get(kind, {}).values() for w in ws]
-
-    class WrapperExecutor:
-        def __init__(self, original, class_obj, wrappers, idx):
-            self.original, self.class_obj, self.wrappers, self.idx = original, class_obj, wrappers, idx
-
-        def __call__(self, *args, **kwargs):  # a wrapper calls its executor to go on down the chain
-            return self.execute(*args, **kwargs)
-
-        def execute(self, *args, **kwargs):
-            if self.idx == len(self.wrappers):
-                return self.original(*args, **kwargs)
-            following = WrapperExecutor(self.original, self.class_obj, self.wrappers, self.idx + 1)
-            return self.wrappers[self.idx](following, *args, **kwargs)
-
-        @classmethod
-        def new_class_executor(cls, original, class_obj, wrappers, idx=0):
-            return cls(original, class_obj, wrappers, idx)
-
-    ext.get_all_wrappers, ext.WrapperExecutor = get_all_wrappers, WrapperExecutor
-    return ext
-
-
-def _attention_module() -> types.ModuleType:
-    module = types.ModuleType("comfy.ldm.modules.attention")
-
-    def sdpa(q, k, v, heads, mask=None, **_):
-        b, lq, inner = q.shape
-        q, k, v = (t.view(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, lq, inner)
-
-    def optimized_attention(q, k, v, heads, mask=None, transformer_options=None, **kwargs):
-        override = (transformer_options or {}).get("optimized_attention_override")
-        if override is not None:
-            return override(sdpa, q, k, v, heads, mask=mask, transformer_options=transformer_options, **kwargs)
-        return sdpa(q, k, v, heads, mask=mask)
-
-    module.optimized_attention = optimized_attention
-    return module
-
-
 @pytest.fixture
 def host_model(monkeypatch, tmp_path):
     """``nodes.model`` with the stand-ins installed, and a micro ``HostDiT`` with the micro model's weights."""
     hoststub.install(monkeypatch, tmp_path / "models")
-    comfy = types.ModuleType("comfy")
-    comfy.__path__ = []
-    modules = {"comfy": comfy, "comfy.patcher_extension": _patcher_extension(),
-               "comfy.ldm": types.ModuleType("comfy.ldm"), "comfy.ldm.modules": types.ModuleType("comfy.ldm.modules"),
-               "comfy.ldm.modules.attention": _attention_module()}  # fmt: skip
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    modules["comfy.ldm.modules"].attention = modules["comfy.ldm.modules.attention"]
+    hoststub.install_comfy(monkeypatch)
     spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     monkeypatch.setitem(sys.modules, PACK, importlib.util.module_from_spec(spec))
     nodes_model = importlib.import_module(f"{PACK}.nodes.model")

@@ -19,7 +19,6 @@ import hoststub
 import raylight_stub
 from micro import micro_inputs, micro_model
 from parallel_ranks import run_ranks
-from test_host_seams import _attention_module, _patcher_extension
 
 REPO = Path(__file__).resolve().parents[1]
 PACK = "ComfyUI_AnyTalker_ray"
@@ -29,14 +28,7 @@ TIMEOUT = 60.0
 def load_pack(monkeypatch: pytest.MonkeyPatch, models: Path) -> tuple[types.ModuleType, types.ModuleType]:
     """The host's stand-ins, Raylight's and the pack's ``nodes.model`` and ``nodes.raylight`` in this process."""
     hoststub.install(monkeypatch, models)
-    comfy = types.ModuleType("comfy")
-    comfy.__path__ = []
-    modules = {"comfy": comfy, "comfy.patcher_extension": _patcher_extension(),
-               "comfy.ldm": types.ModuleType("comfy.ldm"), "comfy.ldm.modules": types.ModuleType("comfy.ldm.modules"),
-               "comfy.ldm.modules.attention": _attention_module()}  # fmt: skip
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    modules["comfy.ldm.modules"].attention = modules["comfy.ldm.modules.attention"]
+    hoststub.install_comfy(monkeypatch)
     raylight_stub.install(lambda name, module: monkeypatch.setitem(sys.modules, name, module))
     spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     monkeypatch.setitem(sys.modules, PACK, importlib.util.module_from_spec(spec))
