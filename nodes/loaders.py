@@ -39,6 +39,18 @@ def checkpoint_path(name: str) -> str:
     )
 
 
+def checkpoint_inputs(other_loader: str, dtype_tooltip: str) -> list:
+    """The ``model_name`` and ``weight_dtype`` inputs of a loader node; ``other_loader``: why not the host's own."""
+    return [
+        io.Combo.Input(
+            "model_name", options=checkpoint_names(),
+            tooltip="1_3B-single-v1.pth or 14B-multi-v1.pth, from models/anytalker or models/diffusion_models. "
+            + other_loader,
+        ),
+        io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", tooltip=dtype_tooltip),
+    ]  # fmt: skip
+
+
 class AnyTalkerModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -47,18 +59,11 @@ class AnyTalkerModelLoader(io.ComfyNode):
             display_name="AnyTalker Model Loader",
             category="AnyTalker/loaders",
             description="Load an AnyTalker checkpoint (1.3B or 14B) as a Wan model with its audio and face layers.",
-            inputs=[
-                io.Combo.Input(
-                    "model_name", options=checkpoint_names(),
-                    tooltip="1_3B-single-v1.pth or 14B-multi-v1.pth, from models/anytalker or models/diffusion_models. "
-                    "The plain UNETLoader would drop the audio layers: load AnyTalker files here.",
-                ),
-                io.Combo.Input(
-                    "weight_dtype", options=list(WEIGHT_DTYPES), default="default",
-                    tooltip="How the weights are stored on the GPU. default: chosen for your GPU; fp8 halves the "
-                    "memory of bf16 at a small quality cost.",
-                ),
-            ],
+            inputs=checkpoint_inputs(
+                "The plain UNETLoader would drop the audio layers: load AnyTalker files here.",
+                "How the weights are stored on the GPU. default: chosen for your GPU; fp8 halves the memory of bf16 "
+                "at a small quality cost.",
+            ),
             outputs=[io.Model.Output(tooltip="The AnyTalker DiT, usable by KSampler and the AnyTalker sampler.")],
         )  # fmt: skip
 

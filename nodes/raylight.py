@@ -32,8 +32,8 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from .loaders import checkpoint_names, checkpoint_path
-from .model import CONDITION_KEYS, WEIGHT_DTYPES
+from .loaders import checkpoint_inputs, checkpoint_path
+from .model import CONDITION_KEYS
 
 # the arguments of HostDiT._forward that hold one entry per cond / uncond (Raylight's Wan list plus ours)
 CFG_CHUNKS = ("x", "timestep", "context", "clip_fea", *CONDITION_KEYS)
@@ -185,14 +185,9 @@ class AnyTalkerRayModelLoader(io.ComfyNode):
                     "ray_actors_init", tooltip="From Raylight's Ray Init node. Ulysses x ring must divide the heads "
                     "(1.3B: 2, 3, 4, 6; 14B: 2, 4, 5, 8); CFG 2 needs guidance above 1; FSDP off.",
                 ),
-                io.Combo.Input(
-                    "model_name", options=checkpoint_names(),
-                    tooltip="1_3B-single-v1.pth or 14B-multi-v1.pth, from models/anytalker or models/diffusion_models. "
+                *checkpoint_inputs(
                     "Raylight's own UNET loader would read it as a plain Wan model: load AnyTalker files here.",
-                ),
-                io.Combo.Input(
-                    "weight_dtype", options=list(WEIGHT_DTYPES), default="default",
-                    tooltip="How the weights are stored on each GPU (every GPU holds the whole model).",
+                    "How the weights are stored on each GPU (every GPU holds the whole model).",
                 ),
             ],
             outputs=[io.Custom("RAY_ACTORS").Output(tooltip="The workers, AnyTalker loaded, for Raylight samplers")],
