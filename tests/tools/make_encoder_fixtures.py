@@ -41,6 +41,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from reference_harness import sdpa_attention  # noqa: E402  (the stand-in the DiT fixtures use too)
+
 LOG = logging.getLogger("make_encoder_fixtures")
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "encoders"
@@ -146,34 +149,6 @@ def _cpu_current_device():
         torch.cuda.current_device = original
 
 
-def _sdpa_flash_attention(
-    q,
-    k,
-    v,
-    q_lens=None,
-    k_lens=None,
-    dropout_p=0.0,
-    softmax_scale=None,
-    q_scale=None,
-    causal=False,
-    window_size=(-1, -1),
-    deterministic=False,
-    dtype=None,
-    version=None,
-):
-    """Stand-in for the reference's ``flash_attention`` (q, k, v: [B, L, N, C]) in full precision."""
-    assert q_lens is None and k_lens is None and q_scale is None and window_size == (-1, -1)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        dropout_p=dropout_p,
-        is_causal=causal,
-        scale=softmax_scale,
-    )
-    return out.transpose(1, 2).contiguous()
-
-
 def load_reference(root: Path) -> dict[str, types.ModuleType]:
     modules_dir = root / "wan" / "modules"
     if not (modules_dir / "t5.py").is_file():
@@ -192,7 +167,7 @@ def load_reference(root: Path) -> dict[str, types.ModuleType]:
             mods[name] = _load_module(f"wan.modules.{name}", modules_dir / f"{name}.py")
     for name in made:
         sys.modules.pop(name, None)
-    mods["clip"].flash_attention = _sdpa_flash_attention
+    mods["clip"].flash_attention = sdpa_attention  # the reference's attention in full precision, as for the DiT
     return mods
 
 
