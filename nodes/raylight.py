@@ -119,7 +119,8 @@ def parallel_plan(parallel: dict) -> tuple[int, int]:
     if parallel.get("is_fsdp"):
         raise ValueError(
             "Raylight's FSDP is on, but the AnyTalker model loads whole on every GPU: turn FSDP off in the Ray "
-            "init node (for memory, use weight_dtype fp8 here and more sequence-parallel GPUs)"
+            "init node (to save memory: weight_dtype fp8 here; more Ulysses GPUs shrink the activations, not the "
+            "weights)"
         )
     if parallel.get("pipefusion_enabled"):
         raise ValueError("Raylight's PipeFusion cannot run AnyTalker: turn it off and use Ulysses / CFG degrees")
